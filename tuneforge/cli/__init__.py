@@ -1,0 +1,1 @@
+"""The `tuneforge` command line: thin typer commands over the core."""

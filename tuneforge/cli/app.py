@@ -1,0 +1,56 @@
+"""The typer application, shared options, and the one place user errors become one-line messages."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tuneforge import paths
+from tuneforge.errors import TuneforgeError
+
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(
+    name="tuneforge", help="Turn an expensive general model into a cheap specialist.", no_args_is_help=True,
+    pretty_exceptions_enable=False, add_completion=False,
+)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="TUNEFORGE_DATA_DIR", help="Data folder (default ~/.tuneforge).",
+                 show_default=False),
+]
+
+
+def use(data_dir: Path | None) -> None:
+    """Every command calls this first with its --data-dir."""
+    paths.use_data_dir(data_dir)
+
+
+def main() -> None:
+    from tuneforge.cli import commands  # noqa: F401  (registers the commands)
+
+    try:
+        app(standalone_mode=False)
+    except TuneforgeError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise

@@ -1,0 +1,62 @@
+"""Resumable checkpoints: trainable weights, optimizer, scheduler, RNG and step, written atomically.
+
+A checkpoint folder is also a usable model: it holds the adapter (or full weights) and a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE = "trainer_state.pt"
+
+
+def checkpoint_dir(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"step-{step:06d}"
+
+
+def latest(out: Path) -> Path | None:
+    """The newest complete checkpoint (a crash mid-write leaves only a .tmp folder, which is ignored)."""
+    root = out / "checkpoints"
+    done = sorted(p for p in root.glob("step-*") if p.suffix != ".tmp" and (p / STATE).exists()) if root.exists() else []
+    return done[-1] if done else None
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write(out: Path, step: int, save_weights, state: dict, manifest: dict, keep: int) -> Path:
+    """Write checkpoint `step` via a temporary folder and a rename, then prune all but the newest `keep`."""
+    final = checkpoint_dir(out, step)
+    tmp = final.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_weights(tmp)
+    torch.save(state, tmp / STATE)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in sorted(p for p in final.parent.glob("step-*") if p.suffix != ".tmp")[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read(path: Path) -> dict:
+    return torch.load(path / STATE, weights_only=False)
