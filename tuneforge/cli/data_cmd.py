@@ -24,10 +24,11 @@ def validate(
 ) -> None:
     """Report every problem as FILE:LINE: field: what is wrong; exit 1 if there is any."""
     use(data_dir)
+    from transformers import AutoConfig
+
     from tuneforge.models import registry
     from tuneforge.models.loading import context_length, load_tokenizer
     from tuneforge.training.examples import validate_for_model
-    from transformers import AutoConfig
 
     ref = registry.resolve(model, lambda m: console.print(f"[dim]{m}[/dim]"))
     context = context_length(AutoConfig.from_pretrained(ref.base))

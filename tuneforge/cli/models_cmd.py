@@ -20,7 +20,8 @@ def list_models(ctx: typer.Context, data_dir: DataDir = None) -> None:
         return
     table = Table("name", "ready", "source")
     for name, spec in registry.BUNDLED.items():
-        ready = str(registry.materialized_path(name)) if registry.is_materialized(name) else "not yet (made on first use)"
+        made = registry.is_materialized(name)
+        ready = str(registry.materialized_path(name)) if made else "not yet (made on first use)"
         table.add_row(name, ready, spec.description)
     out.print(table)
     out.print("Any HF model folder, adapter folder or hub id also works wherever a model is named.")

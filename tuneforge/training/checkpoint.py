@@ -23,7 +23,9 @@ def checkpoint_dir(out: Path, step: int) -> Path:
 def latest(out: Path) -> Path | None:
     """The newest complete checkpoint (a crash mid-write leaves only a .tmp folder, which is ignored)."""
     root = out / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if p.suffix != ".tmp" and (p / STATE).exists()) if root.exists() else []
+    if not root.exists():
+        return None
+    done = sorted(p for p in root.glob("step-*") if p.suffix != ".tmp" and (p / STATE).exists())
     return done[-1] if done else None
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.render import IGNORE, Encoded
+from tuneforge.errors import UserError
 from tuneforge.models import registry
 from tuneforge.models.loading import compute_dtype, context_length, load_model, load_tokenizer
 from tuneforge.progress import Callback, Event, ignore
@@ -29,7 +30,6 @@ from tuneforge.training import checkpoint, plan
 from tuneforge.training.config import TrainConfig
 from tuneforge.training.examples import load_examples
 from tuneforge.training.manifest import build_manifest
-from tuneforge.errors import UserError
 
 
 @dataclass
@@ -110,11 +110,9 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
     model = _build_model(cfg, run.ref, device)
     ctx = context_length(model)
     max_length = min(cfg.max_length, ctx) if ctx else cfg.max_length
-    train_data = load_examples(cfg.data, run.tokenizer, context=ctx, max_length=max_length, skip_invalid=cfg.skip_invalid)
-    valid_data = (
-        load_examples(cfg.validation, run.tokenizer, context=ctx, max_length=max_length, skip_invalid=cfg.skip_invalid)
-        if cfg.validation else None
-    )
+    load = dict(context=ctx, max_length=max_length, skip_invalid=cfg.skip_invalid)
+    train_data = load_examples(cfg.data, run.tokenizer, **load)
+    valid_data = load_examples(cfg.validation, run.tokenizer, **load) if cfg.validation else None
     if train_data.skipped:
         run.emit("message", f"skipped {train_data.skipped} invalid rows of {cfg.data}")
     examples = train_data.examples

@@ -1,0 +1,55 @@
+"""Shared fixtures: one model cache for the whole run, a fresh data dir per test, a tiny random model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TUNEFORGE_MODEL_CACHE", str(ROOT / ".cache" / "models"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "data"
+    monkeypatch.setenv("TUNEFORGE_DATA_DIR", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    from tuneforge.models import registry
+
+    return registry.materialize("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2):
+    from tuneforge.models.loading import load_tokenizer
+
+    return load_tokenizer(str(smollm2))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm2, tmp_path_factory) -> Path:
+    """A randomly initialised 4-layer llama with SmolLM2's tokenizer and chat template: trains in milliseconds."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tuneforge.models.loading import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = load_tokenizer(str(smollm2))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
