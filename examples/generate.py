@@ -18,6 +18,9 @@ from pathlib import Path
 
 N_TRAIN = 400
 N_TEST = 100
+# The email task keeps 256 of its 400 training rows: enough to learn it, and the README's demo then trains
+# in about 7 minutes on 2 CPU cores. Its test rows are the same either way.
+EMAIL_TRAIN = 256
 EMAIL_SEED = 20240611
 TICKET_SEED = 20240612
 
@@ -973,7 +976,7 @@ def email_rows() -> tuple[list[dict], list[dict]]:
     rng = random.Random(EMAIL_SEED)
     pairs = _unique_rows(make_email, ISSUES, N_TRAIN + N_TEST, rng)
     rows = [_row(EMAIL_SYSTEM, user, json.dumps(answer, ensure_ascii=False)) for user, answer in pairs]
-    return rows[:N_TRAIN], rows[N_TRAIN:]
+    return rows[:EMAIL_TRAIN], rows[N_TRAIN:]
 
 
 def ticket_rows() -> tuple[list[dict], list[dict]]:

@@ -10,7 +10,7 @@ from tuneforge.training.trainer import loss_sum
 
 
 def test_auto_epochs_rule():
-    assert [plan.auto_epochs(n) for n in (10, 100, 300, 400, 1000, 5000)] == [10, 8, 3, 2, 1, 1]
+    assert [plan.auto_epochs(n) for n in (10, 32, 100, 128, 200, 214, 256, 5000)] == [10, 10, 3, 3, 2, 1, 1, 1]
 
 
 def test_plan_covers_every_example_once_per_epoch_and_is_reproducible():
@@ -63,3 +63,45 @@ def test_packed_loss_equals_separate_losses(tiny_model):
 def test_step_tokens_count_only_trained_tokens():
     examples = [Encoded([1, 2, 3], [IGNORE, 2, 3]), Encoded([4, 5], [IGNORE, IGNORE])]
     assert plan.step_trained_tokens([0, 1], examples) == 2
+
+
+def _prompted(prefix: list[int], body: list[int], answer: list[int]) -> Encoded:
+    return Encoded(prefix + body + answer, [IGNORE] * (len(prefix) + len(body)) + answer)
+
+
+def test_shared_prefix_stops_before_the_first_predicted_token():
+    system = list(range(100, 130))
+    a = _prompted(system, [1, 2, 3], [7, 8])
+    b = _prompted(system, [1, 2, 4, 4], [9])
+    assert plan.shared_prefix([a, b]) == 32  # the system prompt and the common [1, 2]
+    c = _prompted(system, [], [5])
+    assert plan.shared_prefix([a, c]) == 29  # c's answer starts at 30: its predicting position 29 stays apart
+
+
+def test_shared_prefix_rows_give_the_same_losses_and_gradients(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
+    g = torch.Generator().manual_seed(1)
+    system = torch.randint(0, 1000, (40,), generator=g).tolist()
+    examples = [
+        _prompted(system, torch.randint(0, 1000, (n,), generator=g).tolist(),
+                  torch.randint(0, 1000, (m,), generator=g).tolist())
+        for n, m in ((12, 5), (20, 9), (7, 3), (15, 6))
+    ]
+
+    def loss_and_grad(rows):
+        model.zero_grad()
+        total = sum(loss_sum(model, r) for r in rows)
+        total.backward()
+        return float(total.detach()), model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+
+    shared_rows = plan.build_rows(examples, capacity=512)
+    assert len(shared_rows) == 1 and "attention_mask" in shared_rows[0]
+    assert shared_rows[0]["input_ids"].shape[1] == 40 + sum(len(e.input_ids) - 40 for e in examples)
+    separate = loss_and_grad([plan.collate([e]) for e in examples])
+    shared = loss_and_grad(shared_rows)
+    assert abs(shared[0] - separate[0]) < 1e-4 * separate[0]
+    assert torch.allclose(shared[1], separate[1], rtol=1e-3, atol=1e-6)
+    plain = loss_and_grad(plan.build_rows(examples, capacity=512, share_prefix=False))
+    assert abs(plain[0] - separate[0]) < 1e-4 * separate[0]

@@ -5,8 +5,9 @@ It runs with the trainer's defaults, so what it shows is what a user gets withou
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -67,4 +68,10 @@ def run_demo(
     on_event(Event("message", "scoring the fine-tuned model"))
     tuned = Generator(model, adapter=str(out), on_event=on_event)
     after = task.evaluate(tuned, rows, on_event=on_event).score
-    return DemoResult(before, after, out, seconds, report.stats.examples, result.steps)
+    demo = DemoResult(before, after, out, seconds, report.stats.examples, result.steps)
+    (out / "demo.json").write_text(json.dumps({
+        "model": model, "train_file": str(train_file), "test_file": str(test_file), "test_rows": len(rows),
+        "before": asdict(before), "after": asdict(after), "train_seconds": round(seconds, 1),
+        "train_examples": demo.train_examples, "steps": demo.steps,
+    }, indent=2))
+    return demo

@@ -32,7 +32,20 @@ def use(data_dir: Path | None) -> None:
     paths.use_data_dir(data_dir)
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars say what is happening; the libraries' loading bars and notices only clutter."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*gguf.*", category=UserWarning)
+
+
 def main() -> None:
+    _quiet_libraries()
     from tuneforge.cli import commands  # noqa: F401  (registers the commands)
 
     try:

@@ -14,25 +14,31 @@ from tuneforge.errors import UserError
 Opt = typer.Option
 
 
+def _help(name: str) -> str:
+    from tuneforge.training.config import TrainConfig
+
+    return TrainConfig.model_fields[name].description
+
+
 @app.command()
 def train(
-    model: Annotated[str, Opt(help="Base model: registry name, model folder, adapter folder or hub id.")],
-    data: Annotated[Path, Opt(help="Training file (OpenAI chat JSONL).")],
-    out_dir: Annotated[Path, Opt("--out", help="Output folder.")],
-    validation: Annotated[Path | None, Opt(help="Validation file; its loss is tracked.")] = None,
-    method: Annotated[str, Opt(help="lora or full.")] = "lora",
-    epochs: Annotated[str, Opt(help="auto or a number (auto: ~800 examples seen, 1-10 epochs).")] = "auto",
-    learning_rate: Annotated[float | None, Opt(help="Peak LR (default 1e-3 LoRA, 5e-5 full).")] = None,
-    batch_size: Annotated[int, Opt(help="Examples per optimizer step.")] = 8,
-    lora_rank: Annotated[int, Opt(help="LoRA rank.")] = 16,
-    seed: Annotated[int, Opt(help="Seed for init and data order.")] = 42,
-    max_length: Annotated[int, Opt(help="Truncate examples to this many tokens.")] = 2048,
-    packing: Annotated[bool, Opt(help="Pack short examples into shared rows.")] = True,
-    checkpoint_every: Annotated[int, Opt(help="Checkpoint every N steps.")] = 50,
-    eval_every: Annotated[int, Opt(help="Validation loss every N steps.")] = 25,
-    skip_invalid: Annotated[bool, Opt(help="Skip invalid rows instead of refusing the file.")] = False,
-    resume: Annotated[bool, Opt(help="Continue from the newest checkpoint in --out.")] = False,
-    report_to: Annotated[list[str] | None, Opt(help="tensorboard, wandb or mlflow (repeatable).")] = None,
+    model: Annotated[str, Opt(help=_help("model"))],
+    data: Annotated[Path, Opt(help=_help("data"))],
+    out_dir: Annotated[Path, Opt("--out", help=_help("out"))],
+    validation: Annotated[Path | None, Opt(help=_help("validation"))] = None,
+    method: Annotated[str | None, Opt(help=_help("method"), show_default="lora")] = None,
+    epochs: Annotated[str | None, Opt(help=_help("epochs"), show_default="auto")] = None,
+    learning_rate: Annotated[float | None, Opt(help=_help("learning_rate"))] = None,
+    batch_size: Annotated[int | None, Opt(help=_help("batch_size"), show_default="4")] = None,
+    lora_rank: Annotated[int | None, Opt(help=_help("lora_rank"), show_default="16")] = None,
+    seed: Annotated[int | None, Opt(help=_help("seed"), show_default="42")] = None,
+    max_length: Annotated[int | None, Opt(help=_help("max_length"), show_default="2048")] = None,
+    packing: Annotated[bool, Opt(help=_help("packing"))] = True,
+    checkpoint_every: Annotated[int | None, Opt(help=_help("checkpoint_every"), show_default="50")] = None,
+    eval_every: Annotated[int | None, Opt(help=_help("eval_every"), show_default="25")] = None,
+    skip_invalid: Annotated[bool, Opt(help=_help("skip_invalid"))] = False,
+    resume: Annotated[bool, Opt(help=_help("resume"))] = False,
+    report_to: Annotated[list[str] | None, Opt(help=_help("report_to") + " Repeatable.")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Fine-tune a model on chat data (LoRA by default); writes an adapter and manifest.json to --out."""
@@ -42,13 +48,16 @@ def train(
     from tuneforge.training.config import TrainConfig
     from tuneforge.training.trainer import train as run_training
 
+    given = dict(
+        validation=validation, method=method, learning_rate=learning_rate, batch_size=batch_size,
+        lora_rank=lora_rank, seed=seed, max_length=max_length, checkpoint_every=checkpoint_every,
+        eval_every=eval_every, report_to=report_to,
+        epochs=None if epochs is None else epochs if epochs == "auto" else _int(epochs, "--epochs"),
+    )
     try:
         cfg = TrainConfig(
-            model=model, data=data, out=out_dir, validation=validation, method=method,
-            epochs=epochs if epochs == "auto" else _int(epochs, "--epochs"), learning_rate=learning_rate,
-            batch_size=batch_size, lora_rank=lora_rank, seed=seed, max_length=max_length, packing=packing,
-            checkpoint_every=checkpoint_every, eval_every=eval_every, skip_invalid=skip_invalid, resume=resume,
-            report_to=report_to or [],
+            model=model, data=data, out=out_dir, packing=packing, skip_invalid=skip_invalid, resume=resume,
+            **{k: v for k, v in given.items() if v is not None},
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -60,7 +69,7 @@ def train(
     if "valid_loss" in m:
         summary += f", validation loss {m['valid_loss']}"
     out.print(summary)
-    out.print(f"adapter and manifest in {result.out}" if method == "lora" else f"model in {result.out}")
+    out.print(f"{'adapter' if cfg.method == 'lora' else 'model'} and manifest in {result.out}")
 
 
 def _int(value: str, flag: str) -> int:

@@ -19,9 +19,9 @@ class TrainConfig(BaseModel):
     method: Literal["lora", "full"] = Field("lora", description="LoRA adapter on all linear layers, or all weights.")
 
     # --- optimization
-    epochs: int | Literal["auto"] = Field("auto", description="Passes over the data; auto: ~800 examples, 1-10.")
+    epochs: int | Literal["auto"] = Field("auto", description="Passes over the data; auto: ~320 examples, 1-10.")
     learning_rate: float | None = Field(None, description="Peak learning rate; default 1e-3 (LoRA), 5e-5 (full).")
-    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (across all processes).")
+    batch_size: int = Field(4, ge=1, description="Examples per optimizer step (across all processes).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup, then cosine decay.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")

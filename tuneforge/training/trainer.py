@@ -46,7 +46,8 @@ def loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != IGNORE
     out = model(
-        input_ids=batch["input_ids"], position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch.get("attention_mask"),
+        logits_to_keep=keep, use_cache=False,
     )
     logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
     return F.cross_entropy(logits, labels[:, 1:][keep[:, :-1]], reduction="sum")
@@ -121,6 +122,10 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
     lengths = [len(e.input_ids) for e in examples]
     pack_tokens = cfg.pack_tokens or (4096 if device.startswith("cuda") else 512)
     capacity = plan.row_capacity(lengths, pack_tokens) if cfg.packing else 0
+    # A custom block mask replaces the model's own masks, sliding-window ones included: share a prefix only
+    # where rows stay within the window.
+    window = getattr(getattr(model.config, "text_config", model.config), "sliding_window", None)
+    share_prefix = not window or capacity <= window
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr(), weight_decay=cfg.weight_decay)
@@ -146,9 +151,9 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
     for step in range(start, len(steps)):
         t0 = time.perf_counter()
         batch_ids = steps[step]
-        rows = plan.pack(batch_ids, lengths, capacity) if cfg.packing else [[i] for i in batch_ids]
+        rows = plan.build_rows([examples[i] for i in batch_ids], capacity, share_prefix)
         n_loss = plan.step_trained_tokens(batch_ids, examples)
-        loss = _step(model, acc, [[examples[i] for i in r] for r in rows], n_loss)
+        loss = _step(model, acc, rows, n_loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -186,7 +191,7 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
     return TrainResult(out, len(steps), trained_tokens, metrics)
 
 
-def _step(model, acc, rows: list[list[Encoded]], n_loss: int) -> float:
+def _step(model, acc, rows: list[dict[str, torch.Tensor]], n_loss: int) -> float:
     """Forward and backward every row of one step; returns the step's mean loss per trained token.
 
     Rows are dealt round-robin to processes; each scales its summed loss by world size / step tokens, so the
@@ -199,7 +204,7 @@ def _step(model, acc, rows: list[list[Encoded]], n_loss: int) -> float:
     for j, row in enumerate(mine):
         sync = j == len(mine) - 1
         with contextlib.nullcontext() if sync else acc.no_sync(model):
-            batch = {k: v.to(acc.device) for k, v in plan.collate(row).items()}
+            batch = {k: v.to(acc.device) for k, v in row.items()}
             with acc.autocast():
                 s = loss_sum(model, batch)
             scale = 0.0 if dummy else acc.num_processes / max(n_loss, 1)
