@@ -88,7 +88,7 @@ def run_trl(model_path: str, train_path: Path, eval_path: Path, out: Path) -> di
 
     args = SFTConfig(
         output_dir=str(out / "trl"), per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=LR,
-        lr_scheduler_type="cosine", warmup_ratio=0.05, seed=SEED, bf16=False, report_to="none",
+        lr_scheduler_type="cosine", warmup_steps=0.05, seed=SEED, bf16=False, report_to="none",
         save_strategy="no", logging_steps=5, use_cpu=True,
     )
     lora = LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules="all-linear", task_type="CAUSAL_LM")

@@ -54,9 +54,10 @@ def test_two_process_ddp_on_gloo_matches_one_process(tiny_model, tmp_path):
     single = tmp_path / "single"
     cli(*args, "--out", str(single))
     ddp = tmp_path / "ddp"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "-m", "tuneforge", *args, "--no-packing", "--out", str(ddp)]
+    # Without CUDA, accelerate's multi-process launcher (torchrun underneath) starts CPU processes on gloo.
     proc = subprocess.run(launch, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads((ddp / "manifest.json").read_text())

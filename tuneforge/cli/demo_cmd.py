@@ -21,7 +21,7 @@ def demo(
     model: Annotated[str, Opt(help="Model to fine-tune.")] = "smollm2-135m-instruct",
     train_file: Annotated[Path | None, Opt("--train", help="Your own training file instead of a task.")] = None,
     test_file: Annotated[Path | None, Opt("--test", help="Your own test file (with --train).")] = None,
-    test_limit: Annotated[int | None, Opt(help="Score only the first N test rows.")] = None,
+    test_limit: Annotated[int, Opt(help="Score the first N test rows (0: all).")] = 50,
     data_dir: DataDir = None,
 ) -> None:
     """Validate, score the base model, fine-tune with LoRA (default settings), score again, print a table."""
@@ -33,11 +33,12 @@ def demo(
     if train_file is None:
         train_file, test_file = task_files(task)
     with ProgressBar("demo") as bar:
-        result = run_demo(model, train_file, test_file, test_limit=test_limit, on_event=bar)
+        result = run_demo(model, train_file, test_file, test_limit=test_limit or None, on_event=bar)
     table = Table("model", "exact match", "field accuracy", title=f"held-out accuracy on {test_file}")
     for name, s in (("base " + model, result.before), ("fine-tuned (LoRA)", result.after)):
         table.add_row(name, f"{s.exact_match:.3f}", "-" if s.field_accuracy is None else f"{s.field_accuracy:.3f}")
     out.print(table)
-    gain = result.after.exact_match / result.before.exact_match if result.before.exact_match else float("inf")
+    before, after = result.before.exact_match, result.after.exact_match
+    gain = f"{after / before:.1f}x the base model's" if before else "the base model got none right"
     out.print(f"trained on {result.train_examples} examples, {result.steps} steps in {result.train_seconds:.0f} s; "
-              f"exact match x{gain:.1f}; adapter in {result.adapter}")
+              f"exact match {after:.3f}, {gain}; adapter in {result.adapter}")
