@@ -120,12 +120,7 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
     epochs = plan.auto_epochs(len(examples)) if cfg.epochs == "auto" else cfg.epochs
     steps = plan.plan_steps(len(examples), cfg.batch_size, epochs, cfg.seed)
     lengths = [len(e.input_ids) for e in examples]
-    pack_tokens = cfg.pack_tokens or (4096 if device.startswith("cuda") else 512)
-    capacity = plan.row_capacity(lengths, pack_tokens) if cfg.packing else 0
-    # A custom block mask replaces the model's own masks, sliding-window ones included: share a prefix only
-    # where rows stay within the window.
-    window = getattr(getattr(model.config, "text_config", model.config), "sliding_window", None)
-    share_prefix = not window or capacity <= window
+    capacity, share_prefix = _row_layout(cfg, model, device, lengths)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr(), weight_decay=cfg.weight_decay)
@@ -189,6 +184,16 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
         acc.end_training()
     run.emit("done", f"saved to {out}", metrics=metrics)
     return TrainResult(out, len(steps), trained_tokens, metrics)
+
+
+def _row_layout(cfg: TrainConfig, model, device: str, lengths: list[int]) -> tuple[int, bool]:
+    """Packed row length (0: no packing) and whether rows may share a prompt prefix."""
+    pack_tokens = cfg.pack_tokens or (4096 if device.startswith("cuda") else 512)
+    capacity = plan.row_capacity(lengths, pack_tokens) if cfg.packing else 0
+    # A custom block mask replaces the model's own masks, sliding-window ones included: share a prefix only
+    # where rows stay within the window.
+    window = getattr(getattr(model.config, "text_config", model.config), "sliding_window", None)
+    return capacity, not window or capacity <= window
 
 
 def _step(model, acc, rows: list[dict[str, torch.Tensor]], n_loss: int) -> float:
