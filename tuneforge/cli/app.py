@@ -49,7 +49,7 @@ def main() -> None:
     from tuneforge.cli import commands  # noqa: F401  (registers the commands)
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except TuneforgeError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
@@ -67,3 +67,5 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
