@@ -29,8 +29,8 @@ AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 1, 10
 def auto_epochs(num_examples: int) -> int:
     """Epochs for `--epochs auto`: enough passes to see ~320 examples (rounded), between 1 and 10 passes.
 
-    Measured on the bundled email task: 240 examples seen at batch 4 took SmolLM2-135M from 0 to 0.88 exact
-    match. So 32 examples get 10 epochs, 100 get 3, 200 get 2, and 214 or more get one.
+    32 examples get 10 epochs, 100 get 3, 200 get 2, and 214 or more get one (`tuneforge demo` and
+    bench/unseen_task.py show what the default reaches).
     """
     if num_examples <= 0:
         return AUTO_MIN_EPOCHS
