@@ -1,0 +1,143 @@
+"""The serving engine: continuous batching with mixed adapters gives each request what it would get alone."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuneforge.inference.engine import Delta, Engine, Params, Request
+from tuneforge.inference.sampling import safe_length, stop_index
+
+
+def random_adapter(base: Path, folder: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) weights, so it really changes the model's answers."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    peft.save_pretrained(folder)
+    return folder
+
+
+def reference(base: Path, adapter: Path | None, prompt: list[int], max_tokens: int) -> list[int]:
+    """Greedy tokens from transformers' own generate, one request alone, adapter merged."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=max_tokens, do_sample=False, eos_token_id=None,
+                         pad_token_id=0)
+    return out[0, len(prompt):].tolist()
+
+
+class Collector:
+    def __init__(self):
+        self.deltas: list[Delta] = []
+        self.done = threading.Event()
+
+    def __call__(self, delta: Delta) -> None:
+        self.deltas.append(delta)
+        if delta.finish_reason:
+            self.done.set()
+
+    @property
+    def tokens(self) -> list[int]:
+        return [t for d in self.deltas for t in d.token_ids]
+
+    @property
+    def text(self) -> str:
+        return "".join(d.text for d in self.deltas)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return [random_adapter(tiny_model, root / f"a{i}", seed=i) for i in range(3)]
+
+
+def test_mixed_adapter_batch_matches_each_request_alone(tiny_model, adapters):
+    engine = Engine(str(tiny_model), max_batch=8, max_adapters=2)  # 3 adapters through a 2-slot LRU
+    engine.stop_ids = set()  # random weights: run every request to its token budget
+    prompts = [[1, 50, 60, 70], [1, 80], [1, 5, 6, 7, 8, 9, 10, 11], [1, 300, 301], [1, 42, 43, 44, 45]]
+    choices = [None, adapters[0], adapters[1], adapters[0], adapters[2]]
+    budgets = [6, 9, 4, 7, 5]
+    collectors = [Collector() for _ in prompts]
+    for prompt, adapter, budget, col in zip(prompts, choices, budgets, collectors):
+        engine.submit(Request(prompt, Params(max_tokens=budget, temperature=0), col, adapter=adapter))
+    for col in collectors:
+        assert col.done.wait(60)
+    engine.close()
+    for prompt, adapter, budget, col in zip(prompts, choices, budgets, collectors):
+        assert col.tokens == reference(tiny_model, adapter, prompt, budget)
+        assert col.deltas[-1].finish_reason == "length"
+        assert col.deltas[-1].completion_tokens == budget
+    assert len(engine.adapters) <= 2
+    # the requests were decoded together, not one after another
+    assert engine.steps < sum(budgets)
+
+
+def test_requests_join_a_running_batch(tiny_model, adapters):
+    engine = Engine(str(tiny_model), max_batch=8)
+    engine.stop_ids = set()
+    first, second = Collector(), Collector()
+    engine.submit(Request([1, 2, 3], Params(max_tokens=40, temperature=0), first, adapter=adapters[0]))
+    while not first.deltas:
+        pass
+    engine.submit(Request([1, 9, 9, 9, 9, 9], Params(max_tokens=5, temperature=0), second, adapter=adapters[1]))
+    assert first.done.wait(60) and second.done.wait(60)
+    engine.close()
+    assert first.tokens == reference(tiny_model, adapters[0], [1, 2, 3], 40)
+    assert second.tokens == reference(tiny_model, adapters[1], [1, 9, 9, 9, 9, 9], 5)
+
+
+def test_cancel_and_seeded_sampling(tiny_model):
+    engine = Engine(str(tiny_model))
+    engine.stop_ids = set()
+    long = Collector()
+    handle = engine.submit(Request([1, 2], Params(max_tokens=10_000, temperature=0), long))
+    while len(long.deltas) < 3:
+        pass
+    handle.cancel()
+    assert long.done.wait(30)
+    assert long.deltas[-1].finish_reason == "cancelled"
+    runs = []
+    for _ in range(2):
+        col = Collector()
+        engine.submit(Request([1, 2, 3], Params(max_tokens=12, temperature=1.0, seed=7), col))
+        assert col.done.wait(30)
+        runs.append(col.tokens)
+    engine.close()
+    assert runs[0] == runs[1]
+
+
+def test_score_gives_prompt_logprobs(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    engine = Engine(str(tiny_model))
+    ids = [1, 50, 60, 70, 80]
+    result = engine.score(ids, top=2).result(timeout=30)
+    engine.close()
+    logits = AutoModelForCausalLM.from_pretrained(tiny_model)(torch.tensor([ids])).logits[0].log_softmax(-1)
+    assert result[0] is None
+    for i in range(1, len(ids)):
+        assert result[i].logprob == pytest.approx(float(logits[i - 1, ids[i]]), abs=1e-4)
+        assert len(result[i].top) == 2 and result[i].top[0][1] >= result[i].top[1][1]
+
+
+def test_stop_strings_are_held_back_until_decided():
+    assert stop_index("hello END there", ["END"]) == 6
+    assert stop_index("hello", ["END"]) == -1
+    assert safe_length("hello EN", ["END"]) == len("hello ")
+    assert safe_length("hello E", ["END", "EOF"]) == len("hello ")
+    assert safe_length("hello", ["END"]) == 5
+    assert safe_length("caf\ufffd", []) == 3

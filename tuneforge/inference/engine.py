@@ -1,0 +1,406 @@
+"""A serving engine: one copy of a base model, many LoRA adapters, requests batched continuously.
+
+Why our own loop: transformers' `generate` runs one fixed batch to the end, and its continuous-batching
+manager does not take PEFT adapters; a server needs requests to join and leave a running batch at every
+token, each with its own adapter, sampling settings, stop strings and constraints. PEFT does the
+mixed-adapter part (`adapter_names=[...]`: each row of a batch goes through its own LoRA); this module
+does the scheduling:
+
+- one background thread owns the model; `submit` queues a request and returns a handle at once;
+- each iteration admits waiting requests (prefilled together, left-padded), then decodes one token for
+  every running sequence in a single forward pass;
+- the running batch keeps one KV cache, left-padded: new sequences are merged in by padding the shorter
+  side, finished ones are dropped with `batch_select_indices`, and columns that became padding for every
+  row are cut off, so a long finished prompt does not cost the others;
+- adapters are loaded on demand and kept in an LRU of `max_adapters`; one in use is never evicted.
+
+Outputs go to each request's `on_output` callback from the engine thread, one `Delta` per token (text may
+be empty while a multi-byte character or a possible stop string is incomplete), the last with a
+`finish_reason`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache
+
+from tuneforge.inference import sampling
+from tuneforge.inference.sampling import TokenLogprob
+from tuneforge.models.loading import compute_dtype, context_length, default_device, load_model, load_tokenizer
+from tuneforge.models.loading import stop_token_ids as model_stop_ids
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+@dataclass
+class Params:
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass
+class Delta:
+    """What one step produced for one request."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Request:
+    prompt_ids: list[int]
+    params: Params
+    on_output: Callable[[Delta], None]
+    adapter: Path | None = None
+    constraint: object | None = None  # a tuneforge.inference.constraints.Constraint
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Handle:
+    def __init__(self, request: Request):
+        self._request = request
+
+    def cancel(self) -> None:
+        """Stop generating for this request at the next step (e.g. the client went away)."""
+        self._request.cancelled.set()
+
+
+@dataclass
+class _Seq:
+    req: Request
+    adapter: str
+    generator: torch.Generator
+    position: int  # tokens of this sequence already in the KV cache
+    next_token: int = -1
+    generated: list[int] = field(default_factory=list)
+    text: str = ""  # decoded so far
+    sent: int = 0  # characters of `text` already sent
+
+
+class Engine:
+    """Serves one base model; `submit` may be called from any thread."""
+
+    def __init__(self, base: str, device: str | None = None, max_batch: int = 32, max_adapters: int = 8,
+                 max_prefill_tokens: int = 4096):
+        self.device = device or default_device()
+        self.tokenizer = load_tokenizer(base)
+        self.model = load_model(base, dtype=compute_dtype(self.device), device=self.device).eval()
+        self.context = context_length(self.model) or 2048
+        self.stop_ids = set(model_stop_ids(self.model, self.tokenizer))
+        # transformers renamed `past_key_values` to `cache` during 5.x
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.max_batch, self.max_adapters, self.max_prefill_tokens = max_batch, max_adapters, max_prefill_tokens
+        self.peft = None  # the PeftModel wrapping self.model once an adapter is loaded
+        self.adapters: OrderedDict[str, Path] = OrderedDict()  # LRU: name -> folder
+        self._inbox: queue.Queue = queue.Queue()
+        self._waiting: list[Request] = []
+        self._running: list[_Seq] = []
+        self._admitting: list[_Seq] = []  # taken from the queue, not yet in the batch
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None
+        self._closed = False
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name="tuneforge-engine", daemon=True)
+        self._thread.start()
+
+    # --- public API (any thread)
+    def submit(self, request: Request) -> Handle:
+        self._inbox.put(request)
+        return Handle(request)
+
+    def score(self, token_ids: list[int], adapter: Path | None = None, top: int = 0) -> Future:
+        """Future of each token's log-probability given the ones before it (the first token gets None)."""
+        future: Future = Future()
+        self._inbox.put(lambda: self._run_score(future, token_ids, adapter, top))
+        return future
+
+    def close(self) -> None:
+        self._closed = True
+        self._inbox.put(None)
+        self._thread.join(timeout=30)
+
+    @property
+    def busy(self) -> int:
+        return len(self._running) + len(self._waiting) + self._inbox.qsize()
+
+    # --- the loop (engine thread)
+    def _loop(self) -> None:
+        while not self._closed:
+            try:
+                self._drain_inbox(block=not self._running and not self._waiting)
+                self._drop_cancelled()
+                self._admit()
+                if self._running:
+                    self._decode_step()
+            except Exception as exc:  # a bug must not hang every client: fail what is in flight, keep serving
+                self._fail_all(f"{type(exc).__name__}: {exc}")
+
+    def _drain_inbox(self, block: bool) -> None:
+        while True:
+            try:
+                item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if item is None:
+                return
+            if isinstance(item, Request):
+                self._waiting.append(item)
+            else:
+                item()  # work that must run on the engine thread
+
+    def _drop_cancelled(self) -> None:
+        gone = [i for i, s in enumerate(self._running) if s.req.cancelled.is_set()]
+        for i in gone:
+            self._finish(self._running[i], "cancelled")
+        if gone:
+            self._keep([i for i in range(len(self._running)) if i not in set(gone)])
+        for req in [r for r in self._waiting if r.cancelled.is_set()]:
+            self._waiting.remove(req)
+            req.on_output(Delta(finish_reason="cancelled", prompt_tokens=len(req.prompt_ids)))
+
+    def _fail_all(self, message: str) -> None:
+        for seq in self._running + self._admitting:
+            seq.req.on_output(Delta(finish_reason="error", error=message))
+        for req in self._waiting:
+            req.on_output(Delta(finish_reason="error", error=message))
+        self._running, self._admitting, self._waiting, self._cache, self._mask = [], [], [], None, None
+
+    # --- adapters
+    def _adapter_name(self, path: Path | None) -> str | None:
+        """The loaded adapter's name for `path`, loading it (evicting the least recently used) if needed;
+        None when the LRU is full of adapters in use."""
+        if path is None:
+            return BASE
+        name = _name_of(path)
+        if name in self.adapters:
+            self.adapters.move_to_end(name)
+            return name
+        if len(self.adapters) >= self.max_adapters and not self._evict_one():
+            return None
+        from peft import PeftModel
+
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
+        else:
+            self.peft.load_adapter(str(path), adapter_name=name)
+        self.adapters[name] = path
+        return name
+
+    def _evict_one(self) -> bool:
+        in_use = {s.adapter for s in self._running + self._admitting}
+        for name in self.adapters:
+            if name not in in_use:
+                self._delete_adapter(name)
+                return True
+        return False
+
+    def _delete_adapter(self, name: str) -> None:
+        del self.adapters[name]
+        self.peft.delete_adapter(name)
+        if self.adapters:
+            self.peft.set_adapter(next(iter(self.adapters)))
+
+    def unload(self, path: Path) -> None:
+        """Forget an adapter (e.g. its model was deleted) unless a running request still uses it."""
+
+        def run() -> None:
+            name = _name_of(path)
+            if name in self.adapters and name not in {s.adapter for s in self._running}:
+                self._delete_adapter(name)
+
+        self._inbox.put(run)
+
+    def _forward(self, adapters: list[str], **kwargs):
+        if self.peft is None:
+            return self.model(**kwargs)
+        return self.peft(**kwargs, adapter_names=adapters)
+
+    # --- scoring (prompt log-probabilities for /v1/completions echo)
+    @torch.no_grad()
+    def _run_score(self, future: Future, token_ids: list[int], adapter: Path | None, top: int) -> None:
+        try:
+            name = self._adapter_name(adapter)
+            if name is None:
+                raise RuntimeError("too many adapters in use; retry shortly")
+            ids = torch.tensor([token_ids], device=self.device)
+            logits = self._forward([name], input_ids=ids, use_cache=False).logits[0, :-1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            result: list[TokenLogprob | None] = [None]
+            for i, tok in enumerate(token_ids[1:]):
+                result.append(sampling.logprob_of(logprobs[i], tok, top))
+            future.set_result(result)
+        except Exception as exc:
+            future.set_exception(exc)
+
+    # --- admission and prefill
+    def _admit(self) -> None:
+        room = self.max_batch - len(self._running)
+        chosen = self._admitting = []
+        budget = self.max_prefill_tokens
+        for req in list(self._waiting):
+            if room <= 0 or (chosen and len(req.prompt_ids) > budget):
+                break
+            name = self._adapter_name(req.adapter)
+            if name is None:
+                break  # wait for an adapter slot to free up
+            self._waiting.remove(req)
+            seed = sampling.new_generator(req.params.seed)
+            chosen.append(_Seq(req, name, seed, position=len(req.prompt_ids)))
+            room -= 1
+            budget -= len(req.prompt_ids)
+        if chosen:
+            self._prefill(chosen)
+        self._admitting = []
+
+    @torch.no_grad()
+    def _prefill(self, seqs: list[_Seq]) -> None:
+        width = max(len(s.req.prompt_ids) for s in seqs)
+        ids = [[self.pad_id] * (width - len(s.req.prompt_ids)) + s.req.prompt_ids for s in seqs]
+        mask = torch.tensor([[0] * (width - len(s.req.prompt_ids)) + [1] * len(s.req.prompt_ids) for s in seqs],
+                            device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = self._forward(
+            [s.adapter for s in seqs], input_ids=torch.tensor(ids, device=self.device), attention_mask=mask,
+            position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache},
+        )
+        self._merge(seqs, cache, mask)
+        self._admitting = []
+        self._advance(seqs, out.logits[:, -1, :], offset=len(self._running) - len(seqs))
+
+    def _merge(self, seqs: list[_Seq], cache: DynamicCache, mask: torch.Tensor) -> None:
+        if self._cache is None:
+            self._cache, self._mask, self._running = cache, mask, list(seqs)
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+        for old, new in zip(self._cache.layers, cache.layers):
+            old.keys = torch.cat([_left_pad(old.keys, width), _left_pad(new.keys, width)], dim=0)
+            old.values = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)], dim=0)
+        self._mask = torch.cat([_left_pad(self._mask, width, dim=1), _left_pad(mask, width, dim=1)], dim=0)
+        self._running.extend(seqs)
+
+    # --- decoding
+    @torch.no_grad()
+    def _decode_step(self) -> None:
+        seqs = self._running
+        ids = torch.tensor([[s.next_token] for s in seqs], device=self.device)
+        mask = torch.cat([self._mask, torch.ones(len(seqs), 1, dtype=self._mask.dtype, device=self.device)], dim=1)
+        positions = torch.tensor([[s.position] for s in seqs], device=self.device)
+        out = self._forward(
+            [s.adapter for s in seqs], input_ids=ids, attention_mask=mask, position_ids=positions,
+            use_cache=True, **{self._cache_arg: self._cache},
+        )
+        self._mask = mask
+        for s in seqs:
+            s.position += 1
+        self.steps += 1
+        self._advance(seqs, out.logits[:, -1, :], offset=0)
+
+    def _advance(self, seqs: list[_Seq], logits: torch.Tensor, offset: int) -> None:
+        """Choose each sequence's next token, report it, and drop the sequences that finished."""
+        logits = logits.float()
+        want_logprobs = any(s.req.params.logprobs for s in seqs)
+        logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+        done: list[int] = []
+        for i, s in enumerate(seqs):
+            row = logits[i]
+            if s.req.constraint is not None:
+                row = s.req.constraint.mask(row)
+            p = s.req.params
+            token = sampling.choose(row, p.temperature, p.top_p, s.generator)
+            info = sampling.logprob_of(logprobs[i], token, p.top_logprobs) if p.logprobs else None
+            reason = self._emit(s, token, info)
+            if reason:
+                done.append(offset + i)
+        if done:
+            self._keep([i for i in range(len(self._running)) if i not in set(done)])
+
+    def _emit(self, s: _Seq, token: int, info: TokenLogprob | None) -> str | None:
+        p = s.req.params
+        reason = None
+        if s.req.constraint is not None and token not in self.stop_ids:
+            s.req.constraint.accept(token)
+        if token in self.stop_ids:
+            reason = "stop"
+        else:
+            s.generated.append(token)
+            s.next_token = token
+        s.text = self.tokenizer.decode(s.generated, skip_special_tokens=True)
+        cut = sampling.stop_index(s.text, p.stop) if p.stop else -1
+        if cut >= 0:
+            s.text, reason = s.text[:cut], "stop"
+        elif reason is None and s.req.constraint is not None and s.req.constraint.done():
+            reason = "stop"
+        elif reason is None and (len(s.generated) >= p.max_tokens or s.position + 1 >= self.context):
+            reason = "length"
+        end = len(s.text) if reason else sampling.safe_length(s.text, p.stop)
+        delta = Delta(
+            text=s.text[s.sent:end], token_ids=[] if token in self.stop_ids else [token],
+            logprobs=[info] if info else [], finish_reason=reason,
+            prompt_tokens=len(s.req.prompt_ids), completion_tokens=len(s.generated),
+        )
+        s.sent = max(s.sent, end)
+        s.req.on_output(delta)
+        return reason
+
+    def _finish(self, s: _Seq, reason: str) -> None:
+        s.req.on_output(Delta(finish_reason=reason, prompt_tokens=len(s.req.prompt_ids),
+                              completion_tokens=len(s.generated)))
+
+    def _keep(self, keep: list[int]) -> None:
+        """Keep only these rows of the running batch, then cut leading columns that are padding everywhere."""
+        self._running = [self._running[i] for i in keep]
+        if not self._running:
+            self._cache, self._mask = None, None
+            return
+        index = torch.tensor(keep, device=self.device)
+        self._cache.batch_select_indices(index)
+        self._mask = self._mask[index]
+        lead = int((self._mask.cumsum(dim=1) == 0).sum(dim=1).min())
+        if lead:
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
+            self._mask = self._mask[:, lead:]
+
+
+def _name_of(adapter: Path) -> str:
+    return "a" + hashlib.sha1(str(adapter).encode()).hexdigest()[:12]
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
+
+
+def wait_idle(engine: Engine, timeout: float = 60) -> None:
+    """Block until the engine has nothing to do (tests and benchmarks)."""
+    deadline = time.monotonic() + timeout
+    while engine.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
