@@ -2,7 +2,16 @@
 
 
 class TuneforgeError(Exception):
-    """Base of all errors a user can cause and fix; the message says what to do next."""
+    """Base of all errors a user can cause and fix; the message says what to do next.
+
+    `param` (the request field at fault) and `code` (a stable machine-readable reason) are optional and
+    end up in the API's error object.
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.param = param
+        self.code = code
 
 
 class UserError(TuneforgeError):
@@ -15,3 +24,11 @@ class NotFound(TuneforgeError):
 
 class ConfigError(TuneforgeError):
     """The environment or a configuration is not usable as it stands."""
+
+
+class Conflict(TuneforgeError):
+    """The request is valid but the thing is in the wrong state for it (e.g. cancelling a finished job)."""
+
+
+class Unauthorized(TuneforgeError):
+    """No API key, or one that is not known."""

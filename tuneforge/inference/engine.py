@@ -121,6 +121,7 @@ class Engine:
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
         self._closed = False
+        self._grammars = None
         self.steps = 0
         self._thread = threading.Thread(target=self._loop, name="tuneforge-engine", daemon=True)
         self._thread.start()
@@ -140,6 +141,15 @@ class Engine:
         self._closed = True
         self._inbox.put(None)
         self._thread.join(timeout=30)
+
+    def json_constraint(self, schema: dict | None):
+        """A grammar constraint for `response_format` (None: any JSON object); see constraints.py."""
+        if self._grammars is None:
+            from tuneforge.inference.constraints import JsonGrammars
+
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._grammars = JsonGrammars(self.tokenizer, vocab, sorted(self.stop_ids))
+        return self._grammars.constraint(schema)
 
     @property
     def busy(self) -> int:

@@ -1,0 +1,115 @@
+"""`tuneforge serve`, `tuneforge worker` and `tuneforge keys`: the platform's processes and its API keys."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from tuneforge import paths
+from tuneforge.cli.app import DataDir, app, console, use
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="TUNEFORGE_DATABASE_URL", show_default=False,
+                 help="SQLAlchemy URL of the store (default: SQLite in the data dir), e.g. postgresql://u:p@host/db."),
+]
+StaleAfter = Annotated[
+    float, typer.Option("--stale-after", help="Seconds without a heartbeat before a running job is requeued.")
+]
+
+keys_app = typer.Typer(help="API keys: each belongs to a project, and a project sees only its own things.")
+app.add_typer(keys_app, name="keys")
+
+
+def _database(database_url: str | None):
+    from tuneforge.store.db import Database
+
+    db = Database(database_url)
+    db.migrate()
+    return db
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Job worker processes to run beside the server (0: none).")] = 1,
+    max_batch: Annotated[int, typer.Option(help="Sequences decoded together per model.")] = 32,
+    max_adapters: Annotated[int, typer.Option(help="LoRA adapters kept loaded per base model.")] = 8,
+    stale_after: StaleAfter = 30.0,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Start the platform: the OpenAI-compatible API, and job workers."""
+    import uvicorn
+
+    from tuneforge.server.app import create_app
+    from tuneforge.server.serving import Engines
+
+    use(data_dir)
+    db = _database(database_url)
+    procs = [_spawn_worker(db.url, stale_after) for _ in range(workers)]
+    console.print(f"tuneforge on http://{host}:{port}  (data {paths.data_dir()}, store {db.url.split(':')[0]}, "
+                  f"{workers} worker{'s' if workers != 1 else ''})")
+    try:
+        uvicorn.run(create_app(db, Engines(max_batch=max_batch, max_adapters=max_adapters)), host=host, port=port,
+                    log_level="warning")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _spawn_worker(url: str, stale_after: float) -> subprocess.Popen:
+    env = {**os.environ, "TUNEFORGE_DATABASE_URL": url, "TUNEFORGE_DATA_DIR": str(paths.data_dir())}
+    cmd = [sys.executable, "-m", "tuneforge", "worker", "--stale-after", str(stale_after)]
+    return subprocess.Popen(cmd, env=env)
+
+
+@app.command()
+def worker(
+    stale_after: StaleAfter = 30.0,
+    poll: Annotated[float, typer.Option(help="Seconds between polls of an empty queue.")] = 1.0,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run jobs from the queue until stopped (SIGTERM or Ctrl-C requeues the running job at once)."""
+    from tuneforge.worker.loop import Worker
+
+    use(data_dir)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(message)s")
+    w = Worker(_database(database_url), poll_s=poll, heartbeat_s=min(2.0, stale_after / 4), stale_after_s=stale_after)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: w.shutdown(stop))
+    try:
+        w.run_forever(stop)
+    except KeyboardInterrupt:
+        w.shutdown(stop)
+
+
+@keys_app.command("create")
+def create_key(
+    project: Annotated[str, typer.Option(help="Project the key belongs to (created if new).")] = "default",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an API key; it is printed once, as the last line, and stored only as a hash."""
+    from tuneforge.store import projects
+
+    use(data_dir)
+    db = _database(database_url)
+    with db.session() as s:
+        key = projects.create_key(s, project=project)
+    console.print(f"new key for project '{project}' (shown once; keep it secret):")
+    print(key)

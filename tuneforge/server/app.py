@@ -1,0 +1,45 @@
+"""The FastAPI application: routers, error handlers, a request-size guard and /health."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from sqlalchemy import text
+
+from tuneforge.server import errors
+from tuneforge.server.deps import Settings, State
+from tuneforge.server.routes import chat, completions, files, fine_tuning, models
+from tuneforge.server.serving import Engines
+from tuneforge.store.db import Database
+
+
+def create_app(db: Database, engines: Engines | None = None, settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="tuneforge", version="0.1.0",
+        description="OpenAI-compatible fine-tuning and serving: files, fine-tuning jobs, models, completions.",
+    )
+    app.state.tuneforge = State(db=db, engines=engines or Engines(), settings=settings or Settings())
+    errors.install(app)
+    for module in (files, fine_tuning, models, chat, completions):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        settings = app.state.tuneforge.settings
+        limit = settings.max_upload_bytes if request.url.path == "/v1/files" else settings.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return errors.error_response(413, f"Request body is over the {limit // (1 << 20)} MB limit: send less.",
+                                         code="request_too_large")
+        return await call_next(request)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict:
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    @app.on_event("shutdown")
+    def _close() -> None:
+        app.state.tuneforge.engines.close()
+
+    return app

@@ -1,0 +1,43 @@
+"""What routes depend on: the app's state and the caller's project (from the bearer key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tuneforge.server.serving import Engines
+from tuneforge.store import projects
+from tuneforge.store.db import Database
+from tuneforge.store.tables import Project
+
+
+@dataclass
+class Settings:
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024  # JSON requests
+    max_prompt_tokens: int | None = None  # default: the model's context
+    default_max_tokens: int = 2048
+
+
+@dataclass
+class State:
+    db: Database
+    engines: Engines
+    settings: Settings = field(default_factory=Settings)
+
+
+def get_state(request: Request) -> State:
+    return request.app.state.tuneforge
+
+
+def current_project(request: Request, state: Annotated[State, Depends(get_state)]) -> Project:
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header.lower().startswith("bearer ") else None
+    with state.db.session() as s:
+        return projects.authenticate(s, key)
+
+
+StateDep = Annotated[State, Depends(get_state)]
+ProjectDep = Annotated[Project, Depends(current_project)]

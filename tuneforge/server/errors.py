@@ -1,0 +1,68 @@
+"""Every error leaves the server in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+
+Routes raise tuneforge's domain errors; the handlers here are the one place they become HTTP responses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tuneforge.errors import ConfigError, Conflict, NotFound, TuneforgeError, Unauthorized, UserError
+
+log = logging.getLogger("tuneforge.server")
+
+class TooLarge(UserError):
+    """The request body is over the server's limit."""
+
+
+# most specific first
+STATUS = {TooLarge: 413, UserError: 400, Unauthorized: 401, NotFound: 404, Conflict: 409, ConfigError: 503}
+
+
+def error_response(status: int, message: str, *, type: str | None = None, param: str | None = None,
+                   code: str | None = None) -> JSONResponse:
+    type = type or ("server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _domain(_request: Request, exc: TuneforgeError) -> JSONResponse:
+    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
+    return error_response(status, str(exc), param=exc.param, code=exc.code)
+
+
+def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return error_response(400, "We could not parse the JSON body of your request: send valid JSON.",
+                              code="invalid_json")
+    message = f"Invalid value for '{param}': {first['msg']}" if param else first["msg"]
+    if first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+    return error_response(400, message, param=param, code="missing_required_parameter"
+                          if first.get("type") == "missing" else "invalid_value")
+
+
+def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+    messages = {404: "Unknown URL: see /docs for the API's routes.", 405: "Method not allowed on this URL."}
+    return error_response(exc.status_code, messages.get(exc.status_code, str(exc.detail)))
+
+
+def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "The server had an error while processing your request; it has been logged.")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(TuneforgeError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

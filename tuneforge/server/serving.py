@@ -1,0 +1,83 @@
+"""From a model name in a request to an engine and an adapter: one engine per base model, shared by all
+the fine-tunes on it.
+
+Names: a registry name (`smollm2-135m-instruct`, visible to every project), a project's fine-tuned model
+(`ft:{base}:{project}:{suffix}:{job}`) or one of its checkpoints (`...:ckpt-step-N`). A fine-tune trained
+with LoRA is an adapter on its base's engine; a full fine-tune gets an engine of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tuneforge.errors import NotFound
+from tuneforge.inference.engine import Engine
+from tuneforge.models import registry
+from tuneforge.store.db import Database
+from tuneforge.store.tables import Checkpoint, FineTunedModel, Job
+
+
+@dataclass(frozen=True)
+class Target:
+    base: str  # the engine's model folder
+    adapter: Path | None
+
+
+def model_not_found(name: str) -> NotFound:
+    return NotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model",
+                    code="model_not_found")
+
+
+def resolve(db: Database, name: str, project_id: str) -> Target:
+    """Where a model name's weights are; NotFound (404) for unknown names and other projects' models."""
+    if name in registry.BUNDLED:
+        return Target(str(registry.materialize(name)), None)
+    with db.session() as s:
+        path = _fine_tuned_path(s, name, project_id)
+    if path is None:
+        raise model_not_found(name)
+    if (path / "adapter_config.json").exists():
+        return Target(registry.resolve(str(path)).base, path)
+    return Target(str(path), None)
+
+
+def _fine_tuned_path(s, name: str, project_id: str) -> Path | None:
+    row = s.get(FineTunedModel, name)
+    if row is not None:
+        return Path(row.path) if row.project_id == project_id and not row.deleted else None
+    ckpt = s.scalar(select(Checkpoint).where(Checkpoint.model_name == name))
+    if ckpt is None:
+        return None
+    job = s.get(Job, ckpt.job_id)
+    deleted = s.scalar(select(FineTunedModel.deleted).where(FineTunedModel.job_id == job.id))
+    if job.project_id != project_id or deleted or not Path(ckpt.path).exists():
+        return None
+    return Path(ckpt.path)
+
+
+class Engines:
+    """One Engine per base folder, created on first use."""
+
+    def __init__(self, max_batch: int = 32, max_adapters: int = 8):
+        self.max_batch, self.max_adapters = max_batch, max_adapters
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, base: str) -> Engine:
+        with self._lock:
+            if base not in self._engines:
+                self._engines[base] = Engine(base, max_batch=self.max_batch, max_adapters=self.max_adapters)
+            return self._engines[base]
+
+    def unload(self, adapter: Path) -> None:
+        for engine in list(self._engines.values()):
+            engine.unload(adapter)
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()

@@ -1,0 +1,202 @@
+"""The job queue: one table for all long work, claimed atomically, kept alive by heartbeats.
+
+Claiming is one UPDATE whose WHERE picks the oldest queued job. On Postgres the pick is
+`FOR UPDATE SKIP LOCKED`, so workers never wait on or take each other's job; SQLite runs one writer at a
+time, which makes the same statement atomic there. Every later write by a worker is conditional on the job
+still being `running` under its worker id: a job that was cancelled, or requeued because its worker stopped
+heartbeating, cannot be overwritten by the worker that lost it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from tuneforge import paths
+from tuneforge.errors import Conflict, NotFound
+from tuneforge.store.db import new_id, now
+from tuneforge.store.tables import Checkpoint, FineTunedModel, Job, JobEvent
+
+FINAL = ("succeeded", "failed", "cancelled")
+MAX_ATTEMPTS = 3
+
+
+def jobs_dir() -> Path:
+    return paths.data_dir() / "jobs"
+
+
+def create(s: Session, *, project_id: str, kind: str, spec: dict, job_id: str | None = None) -> Job:
+    job_id = job_id or new_id("ftjob-")
+    job = Job(
+        id=job_id, project_id=project_id, kind=kind, status="validating_files", created_at=now(), spec=spec,
+        result={}, attempts=0, out_dir=str(jobs_dir() / job_id),
+    )
+    s.add(job)
+    s.flush()
+    add_event(s, job.id, "Validating training file")
+    return job
+
+
+def enqueue(s: Session, job_id: str) -> None:
+    s.execute(update(Job).where(Job.id == job_id, Job.status == "validating_files").values(status="queued"))
+    add_event(s, job_id, "Files validated, moving job to queued state")
+
+
+def get(s: Session, job_id: str, *, project_id: str) -> Job:
+    job = s.get(Job, job_id)
+    if job is None or job.project_id != project_id:
+        raise NotFound(f"No fine-tuning job found with id {job_id}", param="fine_tuning_job_id", code="not_found")
+    return job
+
+
+def list_(s: Session, *, project_id: str, after: str | None, limit: int) -> tuple[list[Job], bool]:
+    q = select(Job).where(Job.project_id == project_id).order_by(Job.created_at.desc(), Job.id.desc())
+    if after:
+        anchor = s.get(Job, after)
+        if anchor is not None and anchor.project_id == project_id:
+            q = q.where((Job.created_at < anchor.created_at)
+                        | ((Job.created_at == anchor.created_at) & (Job.id < anchor.id)))
+    rows = list(s.scalars(q.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def cancel(s: Session, job_id: str, *, project_id: str) -> Job:
+    """Cancel a job that has not finished; a running one stops at its worker's next heartbeat."""
+    job = get(s, job_id, project_id=project_id)
+    if job.status in FINAL:
+        raise Conflict(f"Job {job_id} has already {job.status}; only unfinished jobs can be cancelled",
+                       code="invalid_state")
+    s.execute(update(Job).where(Job.id == job_id).values(status="cancelled", finished_at=now()))
+    add_event(s, job_id, "Job cancelled")
+    s.refresh(job)
+    return job
+
+
+# --- the worker's side
+def claim(s: Session, worker_id: str, kinds: tuple[str, ...]) -> Job | None:
+    """Take the oldest queued job of these kinds, or None."""
+    pick = (
+        select(Job.id).where(Job.status == "queued", Job.kind.in_(kinds))
+        .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True).scalar_subquery()
+    )
+    claimed = s.execute(
+        update(Job).where(Job.id == pick, Job.status == "queued")
+        .values(status="running", worker_id=worker_id, heartbeat_at=time.time(), attempts=Job.attempts + 1)
+        .returning(Job.id)
+    ).scalar()
+    if claimed is None:
+        return None
+    job = s.get(Job, claimed)
+    s.refresh(job)
+    add_event(s, job.id, f"Job started on worker {worker_id} (attempt {job.attempts})",
+              data={"worker": worker_id, "attempt": job.attempts})
+    return job
+
+
+def heartbeat(s: Session, job_id: str, worker_id: str) -> bool:
+    """Record that the worker is alive; False when the job is no longer this worker's to run."""
+    result = s.execute(
+        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .values(heartbeat_at=time.time())
+    )
+    return result.rowcount == 1
+
+
+def requeue_stale(s: Session, timeout_s: float) -> list[str]:
+    """Put back running jobs whose worker has not heartbeated for `timeout_s`; fail those out of attempts."""
+    cutoff = time.time() - timeout_s
+    stale = list(s.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)))
+    moved = []
+    for job in stale:
+        if job.attempts >= MAX_ATTEMPTS:
+            done = finish(s, job.id, job.worker_id, "failed", error={
+                "code": "worker_lost", "param": None,
+                "message": f"The job's worker stopped responding {job.attempts} times; giving up.",
+            })
+        else:
+            done = s.execute(
+                update(Job).where(Job.id == job.id, Job.status == "running", Job.heartbeat_at < cutoff)
+                .values(status="queued", worker_id=None)
+            ).rowcount == 1
+            if done:
+                add_event(s, job.id, f"Worker {job.worker_id} stopped responding; job requeued", level="warn",
+                          data={"worker": job.worker_id})
+        if done:
+            moved.append(job.id)
+    return moved
+
+
+def release(s: Session, job_id: str, worker_id: str) -> None:
+    """A worker that is shutting down hands its running job back to the queue (it resumes elsewhere)."""
+    moved = s.execute(
+        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .values(status="queued", worker_id=None)
+    ).rowcount
+    if moved:
+        add_event(s, job_id, f"Worker {worker_id} shut down; job requeued", level="warn", data={"worker": worker_id})
+
+
+def finish(s: Session, job_id: str, worker_id: str | None, status: str, *, result: dict | None = None,
+           error: dict | None = None) -> bool:
+    values = {"status": status, "finished_at": now(), "error": error}
+    if result is not None:
+        values["result"] = result
+    ok = s.execute(
+        update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running").values(**values)
+    ).rowcount == 1
+    if ok:
+        message = {"succeeded": "The job has successfully completed", "cancelled": "Job cancelled"}.get(
+            status, f"The job failed: {(error or {}).get('message', '')}")
+        add_event(s, job_id, message, level="error" if status == "failed" else "info")
+    return ok
+
+
+def set_result(s: Session, job_id: str, worker_id: str, **fields) -> None:
+    job = s.get(Job, job_id)
+    if job is not None and job.worker_id == worker_id and job.status == "running":
+        job.result = {**(job.result or {}), **fields}
+
+
+# --- events
+def add_event(s: Session, job_id: str, message: str, *, level: str = "info", type: str = "message",
+              data: dict | None = None) -> JobEvent:
+    ev = JobEvent(id=new_id("ftevent-"), job_id=job_id, created_at=now(), level=level, type=type,
+                  message=message, data=data)
+    s.add(ev)
+    return ev
+
+
+def events(s: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
+    """Newest first, as OpenAI lists them; `after` is the id of the last event of the previous page."""
+    q = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq.desc())
+    if after:
+        anchor = s.scalar(select(JobEvent.seq).where(JobEvent.id == after))
+        if anchor is not None:
+            q = q.where(JobEvent.seq < anchor)
+    rows = list(s.scalars(q.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+# --- checkpoints and models
+def add_checkpoint(s: Session, *, job_id: str, step: int, model_name: str, path: str, metrics: dict) -> None:
+    if s.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)) is None:
+        s.add(Checkpoint(id=new_id("ftckpt_"), job_id=job_id, step=step, model_name=model_name, path=path,
+                         metrics=metrics, created_at=now()))
+
+
+def checkpoints(s: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
+    """Newest first; a checkpoint whose folder was pruned by the trainer is no longer listed."""
+    rows = [c for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                                 .order_by(Checkpoint.step.desc())) if Path(c.path).exists()]
+    if after:
+        ids = [c.id for c in rows]
+        rows = rows[ids.index(after) + 1:] if after in ids else rows
+    return rows[:limit], len(rows) > limit
+
+
+def register_model(s: Session, *, model_id: str, project_id: str, job_id: str, base: str, path: str) -> None:
+    s.add(FineTunedModel(id=model_id, project_id=project_id, job_id=job_id, base=base, path=path,
+                         created_at=now(), deleted=False))
