@@ -53,3 +53,28 @@ def tiny_model(smollm2, tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh, empty Postgres database for one test (dropped after). Needs TUNEFORGE_TEST_POSTGRES_URL, which
+    `scripts/postgres` prints; CI sets TUNEFORGE_REQUIRE_POSTGRES so that a missing server fails, not skips."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from tuneforge.store.db import database_url
+
+    admin = os.environ.get("TUNEFORGE_TEST_POSTGRES_URL")
+    if not admin:
+        if os.environ.get("TUNEFORGE_REQUIRE_POSTGRES"):
+            pytest.fail("TUNEFORGE_TEST_POSTGRES_URL is not set: .ci/run starts Postgres with scripts/postgres")
+        pytest.skip("no Postgres: export TUNEFORGE_TEST_POSTGRES_URL=$(scripts/postgres)")
+    name = f"tf_test_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(database_url(admin), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield admin.rsplit("/", 1)[0] + "/" + name
+    with engine.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    engine.dispose()
