@@ -141,3 +141,16 @@ def test_stop_strings_are_held_back_until_decided():
     assert safe_length("hello E", ["END", "EOF"]) == len("hello ")
     assert safe_length("hello", ["END"]) == 5
     assert safe_length("caf\ufffd", []) == 3
+
+
+def test_sampling_survives_extreme_settings():
+    from tuneforge.inference.sampling import choose, new_generator
+
+    logits = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 5
+    best = int(logits.argmax())
+    g = new_generator(1)
+    assert choose(logits, 1.0, 1e-300, g) == best  # top_p below float32's range keeps the best token
+    assert choose(logits, 1e-9, 1.0, g) == best
+    masked = torch.full_like(logits, float("-inf"))
+    masked[7] = 0.0
+    assert choose(masked, 2.0, 0.5, g) == 7

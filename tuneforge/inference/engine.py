@@ -336,13 +336,17 @@ class Engine:
         logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
         done: list[int] = []
         for i, s in enumerate(seqs):
-            row = logits[i]
-            if s.req.constraint is not None:
-                row = s.req.constraint.mask(row)
-            p = s.req.params
-            token = sampling.choose(row, p.temperature, p.top_p, s.generator)
-            info = sampling.logprob_of(logprobs[i], token, p.top_logprobs) if p.logprobs else None
-            reason = self._emit(s, token, info)
+            try:
+                row = logits[i]
+                if s.req.constraint is not None:
+                    row = s.req.constraint.mask(row)
+                p = s.req.params
+                token = sampling.choose(row, p.temperature, p.top_p, s.generator)
+                info = sampling.logprob_of(logprobs[i], token, p.top_logprobs) if p.logprobs else None
+                reason = self._emit(s, token, info)
+            except Exception as exc:  # one request's bad state must not fail the others in the batch
+                s.req.on_output(Delta(finish_reason="error", error=f"{type(exc).__name__}: {exc}"))
+                reason = "error"
             if reason:
                 done.append(offset + i)
         if done:

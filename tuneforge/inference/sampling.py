@@ -31,13 +31,17 @@ def new_generator(seed: int | None) -> torch.Generator:
 
 def choose(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
     """Greedy at temperature 0; otherwise nucleus sampling from softmax(logits / temperature)."""
-    if temperature <= 0:
+    if temperature < 1e-4:  # below this the distribution is one-hot in float32 anyway
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if not torch.isfinite(probs).all():
+        return int(torch.argmax(logits))
     if top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-        sorted_probs[before >= top_p] = 0.0  # keep the smallest head whose mass reaches top_p
+        drop = before >= top_p  # keep the smallest head whose mass reaches top_p...
+        drop[0] = False  # ...and always the best token (a top_p below float32's range rounds to 0)
+        sorted_probs[drop] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
 
