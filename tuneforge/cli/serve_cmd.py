@@ -89,6 +89,7 @@ def worker(
 
     use(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     w = Worker(_database(database_url), poll_s=poll, heartbeat_s=min(2.0, stale_after / 4), stale_after_s=stale_after)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: w.shutdown(stop))

@@ -2,9 +2,9 @@
 
 Why our own loop: transformers' `generate` runs one fixed batch to the end, and its continuous-batching
 manager does not take PEFT adapters; a server needs requests to join and leave a running batch at every
-token, each with its own adapter, sampling settings, stop strings and constraints. PEFT does the
-mixed-adapter part (`adapter_names=[...]`: each row of a batch goes through its own LoRA); this module
-does the scheduling:
+token, each with its own adapter, sampling settings, stop strings and constraints. `multi_lora.py` runs
+each row of a batch through its own adapter (and says why not PEFT's mixed batches); this module does the
+scheduling:
 
 - one background thread owns the model; `submit` queues a request and returns a handle at once;
 - each iteration admits waiting requests (prefilled together, left-padded), then decodes one token for
@@ -36,11 +36,12 @@ import torch
 from transformers import DynamicCache
 
 from tuneforge.inference import sampling
+from tuneforge.inference.multi_lora import MultiLoRA
 from tuneforge.inference.sampling import TokenLogprob
 from tuneforge.models.loading import compute_dtype, context_length, default_device, load_model, load_tokenizer
 from tuneforge.models.loading import stop_token_ids as model_stop_ids
 
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+BASE = "__base__"  # a row on the base model alone
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Engine:
         self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.max_batch, self.max_adapters, self.max_prefill_tokens = max_batch, max_adapters, max_prefill_tokens
-        self.peft = None  # the PeftModel wrapping self.model once an adapter is loaded
+        self.lora = MultiLoRA(self.model, max_adapters)
         self.adapters: OrderedDict[str, Path] = OrderedDict()  # LRU: name -> folder
         self._inbox: queue.Queue = queue.Queue()
         self._waiting: list[Request] = []
@@ -201,7 +202,7 @@ class Engine:
     # --- adapters
     def _adapter_name(self, path: Path | None) -> str | None:
         """The loaded adapter's name for `path`, loading it (evicting the least recently used) if needed;
-        None when the LRU is full of adapters in use."""
+        None when every slot holds an adapter in use."""
         if path is None:
             return BASE
         name = _name_of(path)
@@ -210,12 +211,7 @@ class Engine:
             return name
         if len(self.adapters) >= self.max_adapters and not self._evict_one():
             return None
-        from peft import PeftModel
-
-        if self.peft is None:
-            self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
-        else:
-            self.peft.load_adapter(str(path), adapter_name=name)
+        self.lora.load(name, Path(path))
         self.adapters[name] = path
         return name
 
@@ -229,9 +225,7 @@ class Engine:
 
     def _delete_adapter(self, name: str) -> None:
         del self.adapters[name]
-        self.peft.delete_adapter(name)
-        if self.adapters:
-            self.peft.set_adapter(next(iter(self.adapters)))
+        self.lora.unload(name)
 
     def unload(self, path: Path) -> None:
         """Forget an adapter (e.g. its model was deleted) unless a running request still uses it."""
@@ -244,9 +238,8 @@ class Engine:
         self._inbox.put(run)
 
     def _forward(self, adapters: list[str], **kwargs):
-        if self.peft is None:
+        with self.lora.rows([None if a == BASE else a for a in adapters]):
             return self.model(**kwargs)
-        return self.peft(**kwargs, adapter_names=adapters)
 
     # --- scoring (prompt log-probabilities for /v1/completions echo)
     @torch.no_grad()

@@ -1,0 +1,155 @@
+"""Many LoRA adapters on one base model, each row of a batch through its own adapter, in three ops per layer.
+
+PEFT can run a mixed-adapter batch (`adapter_names=`), but it loops over the adapters in every LoRA layer
+(index the rows, two matmuls, scatter back): measured on SmolLM2 at batch 16 with 4 adapters, it made each
+decoding step 62% slower than the base model alone. Here every targeted linear layer keeps all loaded
+adapters side by side: A stacked as [slots x rank, in], B (with the adapter's scaling folded in) as
+[out, slots x rank]. One forward computes
+
+    y = base(x) + ((x @ A_all.T) * row_mask) @ B_all.T
+
+where row_mask (one per batch, shared by every layer) keeps, for each row, only its own adapter's rank
+block (all zeros for rows on the base model). Extra compute is batch x slots x rank x (in + out) per layer,
+small next to the base layer; the number of ops does not grow with the number of adapters. (This is the
+dense form of the segmented-gather kernels of Punica / S-LoRA, which suit GPUs with many adapters.)
+
+Reads PEFT adapter folders (adapter_config.json + adapter_model.safetensors) of plain LoRA on linear layers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tuneforge.errors import UserError
+
+
+class _Adapter:
+    def __init__(self, folder: Path, dtype: torch.dtype, device):
+        from safetensors.torch import load_file
+
+        config = json.loads((folder / "adapter_config.json").read_text())
+        unsupported = [k for k in ("use_dora", "modules_to_save", "alpha_pattern") if config.get(k)]
+        if config.get("peft_type", "LORA") != "LORA" or unsupported:
+            found = unsupported or config["peft_type"]
+            raise UserError(f"{folder}: only plain LoRA adapters can be served (found {found})")
+        alpha, rslora = config["lora_alpha"], config.get("use_rslora", False)
+        state = load_file(str(folder / "adapter_model.safetensors"))
+        self.weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for key, a in state.items():
+            if not key.endswith(".lora_A.weight"):
+                if "lora_embedding" in key or not key.endswith(".lora_B.weight"):
+                    raise UserError(f"{folder}: weight {key} is not a LoRA linear weight; it cannot be served")
+                continue
+            module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+            b = state[key.replace(".lora_A.", ".lora_B.")]
+            rank = a.shape[0]
+            scaling = alpha / math.sqrt(rank) if rslora else alpha / rank
+            self.weights[module] = (a.to(device, dtype), (b * scaling).to(device, dtype))
+        self.rank = max((a.shape[0] for a, _ in self.weights.values()), default=0)
+
+
+class _LoRALinear(nn.Module):
+    """A base linear layer plus every loaded adapter's low-rank update for it."""
+
+    def __init__(self, base: nn.Linear, owner: MultiLoRA):
+        super().__init__()
+        self.base, self.owner = base, [owner]  # a list, so the owner is not registered as a submodule
+        self.a: torch.Tensor | None = None  # [slots * rank, in]
+        self.b: torch.Tensor | None = None  # [out, slots * rank]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        owner = self.owner[0]
+        if owner.mask is None or self.a is None:
+            return y
+        width = owner.mask.shape[1]  # only the slots in use this batch (they come first)
+        low = (x @ self.a[:width].T) * (owner.mask if x.dim() == 2 else owner.mask.unsqueeze(1))
+        return y + low @ self.b[:, :width].T
+
+
+class MultiLoRA:
+    """Adapters by name in a fixed number of slots; `rows(names)` sets which one each batch row uses."""
+
+    def __init__(self, model: nn.Module, slots: int):
+        self.model, self.slots = model, slots
+        self.names: list[str | None] = [None] * slots
+        self.adapters: dict[str, _Adapter] = {}
+        self.layers: dict[str, _LoRALinear] = {}
+        self.rank = 0
+        self.mask: torch.Tensor | None = None
+        p = next(model.parameters())
+        self.dtype, self.device = p.dtype, p.device
+
+    def load(self, name: str, folder: Path) -> None:
+        if None not in self.names:
+            raise RuntimeError("no free adapter slot: unload one first")
+        adapter = _Adapter(folder, self.dtype, self.device)
+        for module in adapter.weights:
+            self._wrap(module, folder)
+        self.adapters[name] = adapter
+        self.names[self.names.index(None)] = name
+        self.rank = max(self.rank, adapter.rank)
+        self._rebuild()
+
+    def unload(self, name: str) -> None:
+        self.names.remove(name)  # slots stay packed from 0, so a batch can use a prefix of them
+        self.names.append(None)
+        del self.adapters[name]
+        self._rebuild()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.adapters
+
+    @contextmanager
+    def rows(self, names: list[str | None]):
+        """Within the block, batch row i goes through adapter names[i] (None: the base model alone)."""
+        if all(n is None for n in names) or not self.rank:
+            yield
+            return
+        used = max(self.names.index(n) for n in names if n is not None) + 1
+        mask = torch.zeros(len(names), used * self.rank, dtype=self.dtype, device=self.device)
+        for i, name in enumerate(names):
+            if name is not None:
+                s = self.names.index(name)
+                mask[i, s * self.rank:(s + 1) * self.rank] = 1
+        self.mask = mask
+        try:
+            yield
+        finally:
+            self.mask = None
+
+    def _wrap(self, module: str, folder: Path) -> None:
+        if module in self.layers:
+            return
+        parent_name, _, attr = module.rpartition(".")
+        try:
+            parent = self.model.get_submodule(parent_name)
+            base = getattr(parent, attr)
+        except AttributeError:
+            raise UserError(f"{folder}: the base model has no layer {module} (trained on another base?)") from None
+        if not isinstance(base, nn.Linear):
+            raise UserError(f"{folder}: {module} is not a linear layer; only LoRA on linear layers can be served")
+        wrapper = _LoRALinear(base, self)
+        setattr(parent, attr, wrapper)
+        self.layers[module] = wrapper
+
+    def _rebuild(self) -> None:
+        """Restack every layer's A and B over the slots (on load and unload only, never per request)."""
+        r = self.rank
+        for module, layer in self.layers.items():
+            base = layer.base
+            a = torch.zeros(self.slots * r, base.in_features, dtype=self.dtype, device=self.device)
+            b = torch.zeros(base.out_features, self.slots * r, dtype=self.dtype, device=self.device)
+            for s, name in enumerate(self.names):
+                if name is None or module not in self.adapters[name].weights:
+                    continue
+                wa, wb = self.adapters[name].weights[module]
+                a[s * r:s * r + wa.shape[0]] = wa
+                b[:, s * r:s * r + wb.shape[1]] = wb
+            layer.a, layer.b = a, b
