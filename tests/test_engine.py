@@ -125,8 +125,11 @@ def test_score_gives_prompt_logprobs(tiny_model):
 
     engine = Engine(str(tiny_model))
     ids = [1, 50, 60, 70, 80]
-    result = engine.score(ids, top=2).result(timeout=30)
+    futures = [engine.score(ids[:k], top=2) for k in (2, 5, 3)]  # scored together, right-padded
+    short, result, mid = (f.result(timeout=30) for f in futures)
     engine.close()
+    assert [x.logprob for x in short[1:]] == pytest.approx([x.logprob for x in result[1:2]], abs=1e-5)
+    assert [x.logprob for x in mid[1:]] == pytest.approx([x.logprob for x in result[1:3]], abs=1e-5)
     logits = AutoModelForCausalLM.from_pretrained(tiny_model)(torch.tensor([ids])).logits[0].log_softmax(-1)
     assert result[0] is None
     for i in range(1, len(ids)):

@@ -88,6 +88,14 @@ class Handle:
 
 
 @dataclass
+class _Score:
+    future: Future
+    token_ids: list[int]
+    adapter: Path | None
+    top: int
+
+
+@dataclass
 class _Seq:
     req: Request
     adapter: str
@@ -119,6 +127,7 @@ class Engine:
         self._waiting: list[Request] = []
         self._running: list[_Seq] = []
         self._admitting: list[_Seq] = []  # taken from the queue, not yet in the batch
+        self._scores: list[_Score] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
         self._closed = False
@@ -135,7 +144,7 @@ class Engine:
     def score(self, token_ids: list[int], adapter: Path | None = None, top: int = 0) -> Future:
         """Future of each token's log-probability given the ones before it (the first token gets None)."""
         future: Future = Future()
-        self._inbox.put(lambda: self._run_score(future, token_ids, adapter, top))
+        self._inbox.put(_Score(future, token_ids, adapter, top))
         return future
 
     def close(self) -> None:
@@ -173,14 +182,18 @@ class Engine:
             try:
                 item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
             except queue.Empty:
-                return
+                break
             block = False
             if item is None:
-                return
+                break
             if isinstance(item, Request):
                 self._waiting.append(item)
+            elif isinstance(item, _Score):
+                self._scores.append(item)
             else:
                 item()  # work that must run on the engine thread
+        if self._scores:
+            self._run_scores()
 
     def _drop_cancelled(self) -> None:
         gone = [i for i, s in enumerate(self._running) if s.req.cancelled.is_set()]
@@ -243,20 +256,37 @@ class Engine:
 
     # --- scoring (prompt log-probabilities for /v1/completions echo)
     @torch.no_grad()
-    def _run_score(self, future: Future, token_ids: list[int], adapter: Path | None, top: int) -> None:
-        try:
+    def _run_scores(self) -> None:
+        """Score every queued prompt, those on one adapter together in right-padded batches."""
+        todo, self._scores = self._scores, []
+        by_adapter: dict = {}
+        for item in todo:
+            by_adapter.setdefault(item.adapter, []).append(item)
+        for adapter, items in by_adapter.items():
             name = self._adapter_name(adapter)
-            if name is None:
-                raise RuntimeError("too many adapters in use; retry shortly")
-            ids = torch.tensor([token_ids], device=self.device)
-            logits = self._forward([name], input_ids=ids, use_cache=False).logits[0, :-1].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
+            for i in range(0, len(items), 8):
+                chunk = items[i:i + 8]
+                try:
+                    if name is None:
+                        raise RuntimeError("every adapter slot is in use; retry shortly")
+                    self._score_batch(name, chunk)
+                except Exception as exc:
+                    for item in chunk:
+                        item.future.set_exception(exc)
+
+    def _score_batch(self, name: str, items: list[_Score]) -> None:
+        width = max(len(x.token_ids) for x in items)
+        pad = self.pad_id
+        ids = torch.tensor([x.token_ids + [pad] * (width - len(x.token_ids)) for x in items], device=self.device)
+        mask = torch.tensor([[1] * len(x.token_ids) + [0] * (width - len(x.token_ids)) for x in items],
+                            device=self.device)
+        logits = self._forward([name] * len(items), input_ids=ids, attention_mask=mask, use_cache=False).logits
+        for row, x in enumerate(items):
+            logprobs = torch.log_softmax(logits[row, : len(x.token_ids) - 1].float(), dim=-1)
             result: list[TokenLogprob | None] = [None]
-            for i, tok in enumerate(token_ids[1:]):
-                result.append(sampling.logprob_of(logprobs[i], tok, top))
-            future.set_result(result)
-        except Exception as exc:
-            future.set_exception(exc)
+            for i, tok in enumerate(x.token_ids[1:]):
+                result.append(sampling.logprob_of(logprobs[i], tok, x.top))
+            x.future.set_result(result)
 
     # --- admission and prefill
     def _admit(self) -> None:
