@@ -176,3 +176,12 @@ def test_cancel_stops_a_running_job_within_seconds(data_dir, smollm2):
         assert final.status == "cancelled" and final.fine_tuned_model is None
         with pytest.raises(openai.ConflictError):
             client.fine_tuning.jobs.cancel(long.id)
+
+
+def test_vllm_backend_without_vllm_or_gpu_is_one_clear_line(data_dir):
+    from helpers import cli
+
+    proc = cli("serve", "--backend", "vllm", "--port", "1", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: --backend vllm needs vLLM on a CUDA machine: pip install 'tuneforge[vllm]'"]

@@ -51,7 +51,9 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except TuneforgeError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("interrupted")

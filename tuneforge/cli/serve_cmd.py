@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -23,6 +24,11 @@ DatabaseUrl = Annotated[
 StaleAfter = Annotated[
     float, typer.Option("--stale-after", help="Seconds without a heartbeat before a running job is requeued.")
 ]
+
+class Backend(StrEnum):
+    transformers = "transformers"
+    vllm = "vllm"
+
 
 keys_app = typer.Typer(help="API keys: each belongs to a project, and a project sees only its own things.")
 app.add_typer(keys_app, name="keys")
@@ -43,6 +49,8 @@ def serve(
     workers: Annotated[int, typer.Option(help="Job worker processes to run beside the server (0: none).")] = 1,
     max_batch: Annotated[int, typer.Option(help="Sequences decoded together per model.")] = 32,
     max_adapters: Annotated[int, typer.Option(help="LoRA adapters kept loaded per base model.")] = 8,
+    backend: Annotated[Backend, typer.Option(help="Serving engine: transformers (any machine) or vllm (CUDA).")] = (
+        Backend.transformers),
     stale_after: StaleAfter = 30.0,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
@@ -54,12 +62,16 @@ def serve(
     from tuneforge.server.serving import Engines
 
     use(data_dir)
+    if backend is Backend.vllm:
+        from tuneforge.inference.vllm_engine import available
+
+        available()
     db = _database(database_url)
     procs = [_spawn_worker(db.url, stale_after) for _ in range(workers)]
     console.print(f"tuneforge on http://{host}:{port}  (data {paths.data_dir()}, store {db.url.split(':')[0]}, "
                   f"{workers} worker{'s' if workers != 1 else ''})")
     try:
-        uvicorn.run(create_app(db, Engines(max_batch=max_batch, max_adapters=max_adapters)), host=host, port=port,
+        uvicorn.run(create_app(db, Engines(max_batch, max_adapters, backend.value)), host=host, port=port,
                     log_level="warning")
     finally:
         for p in procs:

@@ -116,6 +116,7 @@ class Engine:
         self.tokenizer = load_tokenizer(base)
         self.model = load_model(base, dtype=compute_dtype(self.device), device=self.device).eval()
         self.context = context_length(self.model) or 2048
+        self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
         self.stop_ids = set(model_stop_ids(self.model, self.tokenizer))
         # transformers renamed `past_key_values` to `cache` during 5.x
         self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"

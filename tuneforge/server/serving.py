@@ -60,17 +60,24 @@ def _fine_tuned_path(s, name: str, project_id: str) -> Path | None:
 
 
 class Engines:
-    """One Engine per base folder, created on first use."""
+    """One engine per base folder, created on first use: ours (`transformers`, the CPU path and default) or
+    vLLM's (`vllm`, CUDA machines)."""
 
-    def __init__(self, max_batch: int = 32, max_adapters: int = 8):
-        self.max_batch, self.max_adapters = max_batch, max_adapters
+    def __init__(self, max_batch: int = 32, max_adapters: int = 8, backend: str = "transformers"):
+        self.max_batch, self.max_adapters, self.backend = max_batch, max_adapters, backend
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
 
     def get(self, base: str) -> Engine:
         with self._lock:
             if base not in self._engines:
-                self._engines[base] = Engine(base, max_batch=self.max_batch, max_adapters=self.max_adapters)
+                if self.backend == "vllm":
+                    from tuneforge.inference.vllm_engine import VllmEngine
+
+                    engine = VllmEngine(base, max_batch=self.max_batch, max_adapters=self.max_adapters)
+                else:
+                    engine = Engine(base, max_batch=self.max_batch, max_adapters=self.max_adapters)
+                self._engines[base] = engine
             return self._engines[base]
 
     def unload(self, adapter: Path) -> None:

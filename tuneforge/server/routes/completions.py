@@ -33,7 +33,7 @@ def _prompts(engine: Engine, prompt) -> list[list[int]]:
         ids = engine.tokenizer(p, add_special_tokens=False).input_ids if isinstance(p, str) else list(p)
         if not ids:
             raise generation.UserError("prompt is empty: give at least one token", param="prompt")
-        if max(ids) >= engine.model.get_input_embeddings().weight.shape[0] or min(ids) < 0:
+        if max(ids) >= engine.vocab_size or min(ids) < 0:
             raise generation.UserError("prompt has token ids outside the model's vocabulary", param="prompt")
         out.append(ids)
     return out
