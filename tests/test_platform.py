@@ -100,9 +100,9 @@ def test_same_flow_on_postgres_with_two_workers_running_each_job_once(data_dir, 
         file_id = client.files.create(file=("t.jsonl", io.BytesIO(training_file(8))), purpose="fine-tune").id
         created = [client.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=file_id,
                                                   hyperparameters={"n_epochs": 1, "batch_size": 4})
-                   for _ in range(4)]
+                   for _ in range(3)]
         finished = [wait_for_job(client, j.id) for j in created]
-        assert [j.status for j in finished] == ["succeeded"] * 4
+        assert [j.status for j in finished] == ["succeeded"] * 3
         workers = set()
         for job in finished:
             started = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
