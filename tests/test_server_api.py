@@ -221,3 +221,21 @@ def test_random_generation_requests_never_fail_the_server(server):
     chat()
     completions()
     assert http(server, "GET", "/health").status_code == 200
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(server):
+    import time
+
+    # greedy counting goes on and on (checked: no end within 300 tokens), so only a cancel can end it soon
+    body = {"model": MODEL, "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "max_tokens": 3000, "temperature": 0,
+            "stream": True}
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, headers=headers, timeout=60) as r:
+        lines = r.iter_lines()
+        for _ in range(4):
+            next(lines)
+        assert httpx.get(server.url + "/health").json()["engines"][MODEL] == 1
+    deadline = time.time() + 20
+    while httpx.get(server.url + "/health").json()["engines"][MODEL] and time.time() < deadline:
+        time.sleep(0.2)
+    assert httpx.get(server.url + "/health").json()["engines"][MODEL] == 0

@@ -34,9 +34,10 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
 
     @app.get("/health", tags=["health"])
     def health() -> dict:
+        """200 when the store answers; with each loaded engine's load (sequences in flight)."""
         with db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        return {"status": "ok"}
+        return {"status": "ok", "engines": app.state.tuneforge.engines.load()}
 
     @app.on_event("shutdown")
     def _close() -> None:

@@ -80,6 +80,10 @@ class Engines:
                 self._engines[base] = engine
             return self._engines[base]
 
+    def load(self) -> dict[str, int]:
+        """Requests in flight (running, waiting or queued) per loaded base model."""
+        return {Path(base).name: engine.busy for base, engine in list(self._engines.items())}
+
     def unload(self, adapter: Path) -> None:
         for engine in list(self._engines.values()):
             engine.unload(adapter)
