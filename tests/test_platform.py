@@ -23,10 +23,12 @@ def run_fine_tune_flow(server: Server) -> None:
     uploaded = client.files.create(file=("train.jsonl", io.BytesIO(training_file())), purpose="fine-tune")
     assert uploaded.object == "file" and uploaded.purpose == "fine-tune" and uploaded.bytes > 0
     assert client.files.content(uploaded.id).content == training_file()
+    valid = client.files.create(file=("valid.jsonl", io.BytesIO(training_file(4))), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
-        model="smollm2-135m-instruct", training_file=uploaded.id, suffix="toy", seed=3,
-        hyperparameters={"n_epochs": 1, "batch_size": 4, "checkpoint_every": 2},
+        model="smollm2-135m-instruct", training_file=uploaded.id, validation_file=valid.id, suffix="toy", seed=3,
+        hyperparameters={"n_epochs": 1, "batch_size": 4, "checkpoint_every": 2}, metadata={"team": "search"},
     )
+    assert job.metadata == {"team": "search"} and job.hyperparameters.n_epochs == 1
     assert job.status in ("validating_files", "queued", "running")
     job = wait_for_job(client, job.id)
     assert job.status == "succeeded", job.error
@@ -37,7 +39,13 @@ def run_fine_tune_flow(server: Server) -> None:
     messages = [e.message for e in events]
     assert any(m.startswith("Step 4/4") for m in messages), messages
     assert messages[0] == "The job has successfully completed"  # newest first
-    assert any(e.type == "metrics" and "train_loss" in e.data for e in events)
+    assert any(e.type == "metrics" and "train_loss" in e.data and "tokens_per_s" in e.data for e in events)
+    assert any("validation loss=" in m for m in messages)
+    page = client.fine_tuning.jobs.list_events(job.id, limit=2)
+    assert len(page.data) == 2 and page.has_more
+    rest = client.fine_tuning.jobs.list_events(job.id, limit=100, after=page.data[-1].id).data
+    assert [e.id for e in page.data + rest] == [e.id for e in events]
+    assert [j.id for j in client.fine_tuning.jobs.list(limit=10).data] == [job.id]
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
     assert [c.step_number for c in checkpoints] == [4, 2]
     assert checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-4"
