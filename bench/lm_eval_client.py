@@ -102,21 +102,15 @@ def main() -> None:
     from tuneforge.models import registry
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from serve_throughput import free_port, wait_healthy
+    from serve_throughput import start_platform
 
     root = Path(tempfile.mkdtemp(prefix="tuneforge-lm-eval-"))
     tasks = make_tasks(root, args.limit)
     folder = str(registry.materialize(args.model))
     env = {**os.environ, "TUNEFORGE_DATA_DIR": str(root / "tf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_HOME": str(root / "hf")}
-    key = subprocess.run([sys.executable, "-m", "tuneforge", "keys", "create", "--project", "lm-eval"], env=env,
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "tuneforge", "serve", "--port", str(port), "--workers", "0"],
-                              env=env)
+    server, url, key = start_platform(env, workers=0)
     try:
-        wait_healthy(url, server)
         model_args = (f"model={args.model},base_url={url}/v1/completions,tokenizer_backend=huggingface,"
                       f"tokenizer={folder},num_concurrent=8,max_retries=1")
         ours = run_lm_eval("local-completions", model_args, tasks, root / "out-ours", {**env, "OPENAI_API_KEY": key},

@@ -204,6 +204,17 @@ def fine_tune_adapters(url: str, key: str, n: int) -> list[str]:
     return names
 
 
+def start_platform(env: dict, workers: int) -> tuple[subprocess.Popen, str, str]:
+    """`tuneforge serve` on a free port with a fresh API key: (process, base URL, key), once healthy."""
+    key = subprocess.run([sys.executable, "-m", "tuneforge", "keys", "create", "--project", "bench"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "tuneforge", "serve", "--port", url.rsplit(":", 1)[1], "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, env=env)
+    wait_healthy(url, proc)
+    return proc, url, key
+
+
 def free_port() -> int:
     import socket
 
@@ -228,15 +239,8 @@ def main() -> None:
         return
 
     data = Path(tempfile.mkdtemp(prefix="tuneforge-serve-bench-"))
-    env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data)}
-    key = subprocess.run([sys.executable, "-m", "tuneforge", "keys", "create", "--project", "bench"], env=env,
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    ours = subprocess.Popen([sys.executable, "-m", "tuneforge", "serve", "--port", str(port), "--workers", "1"],
-                            env=env)
+    ours, url, key = start_platform({**os.environ, "TUNEFORGE_DATA_DIR": str(data)}, workers=1)
     try:
-        wait_healthy(url, ours)
         models = fine_tune_adapters(url, key, args.adapters)
         print(f"adapters: {models}", file=sys.stderr)
         asyncio.run(warm(url, key, models))
