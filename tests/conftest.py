@@ -78,3 +78,26 @@ def postgres_url():
     with engine.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     engine.dispose()
+
+
+def pytest_collection_finish(session):
+    """Materializing Gemma from its GGUF takes minutes of mostly single-threaded tokenizer conversion: when a
+    collected test needs it and it is not in the cache yet, start it in the background now, so it overlaps
+    the tests before. The test itself waits on registry's file lock if the conversion is still running."""
+    import subprocess
+    import sys
+
+    from tuneforge.models import registry
+
+    if registry.is_materialized("gemma-3-270m") or not any("gemma" in item.nodeid for item in session.items):
+        return
+    session.config._gemma_prefetch = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "models", "path", "gemma-3-270m"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def pytest_sessionfinish(session):
+    proc = getattr(session.config, "_gemma_prefetch", None)
+    if proc is not None and proc.poll() is None:
+        proc.wait(timeout=600)
