@@ -113,3 +113,13 @@ def test_keys_are_stored_hashed(db):
         for bad in (None, "", key + "x"):
             with pytest.raises(Unauthorized):
                 projects.authenticate(s, bad)
+
+
+@pytest.mark.parametrize("url", ["mysql://x", "postgresql://x:secret@127.0.0.1:1/nope", "nonsense"])
+def test_unusable_database_urls_are_one_line_errors(url):
+    from helpers import cli
+
+    proc = cli("keys", "create", "--database-url", url, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "secret" not in proc.stderr  # passwords never reach messages

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI, Request
 from sqlalchemy import text
 
@@ -13,11 +15,18 @@ from tuneforge.store.db import Database
 
 
 def create_app(db: Database, engines: Engines | None = None, settings: Settings | None = None) -> FastAPI:
+    state = State(db=db, engines=engines or Engines(), settings=settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        state.engines.close()
+
     app = FastAPI(
-        title="tuneforge", version="0.1.0",
+        title="tuneforge", version="0.1.0", lifespan=lifespan,
         description="OpenAI-compatible fine-tuning and serving: files, fine-tuning jobs, models, completions.",
     )
-    app.state.tuneforge = State(db=db, engines=engines or Engines(), settings=settings or Settings())
+    app.state.tuneforge = state
     errors.install(app)
     for module in (files, fine_tuning, models, chat, completions):
         app.include_router(module.router)
@@ -38,9 +47,5 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
         with db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return {"status": "ok", "engines": app.state.tuneforge.engines.load()}
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        app.state.tuneforge.engines.close()
 
     return app

@@ -40,6 +40,9 @@ def now() -> int:
 class Database:
     def __init__(self, url: str | None = None):
         self.url = database_url(url)
+        if not self.url.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise ConfigError(f"unsupported database URL {_safe(self.url)}: use sqlite:///PATH or "
+                              "postgresql://USER:PASSWORD@HOST/DB")
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             Path(self.url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
