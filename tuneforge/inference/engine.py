@@ -25,7 +25,6 @@ import hashlib
 import inspect
 import queue
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -436,9 +435,3 @@ def _left_pad(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
     shape[dim] = missing
     return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
 
-
-def wait_idle(engine: Engine, timeout: float = 60) -> None:
-    """Block until the engine has nothing to do (tests and benchmarks)."""
-    deadline = time.monotonic() + timeout
-    while engine.busy and time.monotonic() < deadline:
-        time.sleep(0.01)

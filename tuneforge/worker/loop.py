@@ -17,7 +17,6 @@ import traceback
 from dataclasses import dataclass, field
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.progress import Event
 from tuneforge.store import jobs
 from tuneforge.store.db import Database
 from tuneforge.store.tables import Job
@@ -46,12 +45,6 @@ class JobContext:
         """Raise JobStopped if the job should stop (call it often: at least once per training step)."""
         if self.stop.is_set():
             raise JobStopped()
-
-    def on_event(self, ev: Event) -> None:
-        """The core's progress callback, stored as job events (the default mapping; runners may extend it)."""
-        self.check()
-        if ev.kind == "message" and ev.message:
-            self.event(ev.message)
 
 
 def runners() -> dict:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge.errors import UserError
 from tuneforge.inference.engine import Engine, Params
 from tuneforge.inference.sampling import TokenLogprob
 from tuneforge.server import generation
@@ -32,9 +33,9 @@ def _prompts(engine: Engine, prompt) -> list[list[int]]:
     for p in prompt:
         ids = engine.tokenizer(p, add_special_tokens=False).input_ids if isinstance(p, str) else list(p)
         if not ids:
-            raise generation.UserError("prompt is empty: give at least one token", param="prompt")
+            raise UserError("prompt is empty: give at least one token", param="prompt")
         if max(ids) >= engine.vocab_size or min(ids) < 0:
-            raise generation.UserError("prompt has token ids outside the model's vocabulary", param="prompt")
+            raise UserError("prompt has token ids outside the model's vocabulary", param="prompt")
         out.append(ids)
     return out
 
