@@ -15,6 +15,7 @@ import typer
 
 from tuneforge import paths
 from tuneforge.cli.app import DataDir, app, console, use
+from tuneforge.errors import UserError
 
 DatabaseUrl = Annotated[
     str | None,
@@ -66,6 +67,7 @@ def serve(
         from tuneforge.inference.vllm_engine import available
 
         available()
+    _check_port(host, port)
     db = _database(database_url)
     procs = [_spawn_worker(db.url, stale_after) for _ in range(workers)]
     console.print(f"tuneforge on http://{host}:{port}  (data {paths.data_dir()}, store {db.url.split(':')[0]}, "
@@ -81,6 +83,18 @@ def serve(
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before starting anything (workers included) when the address cannot be served."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({os.strerror(exc.errno)}): pick another with --port, "
+                        "or stop what is using it") from None
 
 
 def _spawn_worker(url: str, stale_after: float) -> subprocess.Popen:
