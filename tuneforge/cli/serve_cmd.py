@@ -53,13 +53,20 @@ def serve(
     backend: Annotated[Backend, typer.Option(help="Serving engine: transformers (any machine) or vllm (CUDA).")] = (
         Backend.transformers),
     stale_after: StaleAfter = 30.0,
+    upstream_timeout: Annotated[float, typer.Option(
+        envvar="TUNEFORGE_UPSTREAM_TIMEOUT", help="Seconds the proxy waits on an upstream provider.")] = 600.0,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Start the platform: the OpenAI-compatible API, and job workers."""
+    """Start the platform: the OpenAI-compatible API (and logging proxy), and job workers.
+
+    Models it does not host go to the upstream named by $TUNEFORGE_UPSTREAM_URL (key in
+    $TUNEFORGE_UPSTREAM_API_KEY) or a routes file at $TUNEFORGE_UPSTREAMS."""
     import uvicorn
 
+    from tuneforge.capture import upstreams
     from tuneforge.server.app import create_app
+    from tuneforge.server.deps import Settings
     from tuneforge.server.serving import Engines
 
     use(data_dir)
@@ -68,13 +75,16 @@ def serve(
 
         available()
     _check_port(host, port)
+    routes = upstreams.from_env()  # a bad routes file fails here, before anything starts
     db = _database(database_url)
     procs = [_spawn_worker(db.url, stale_after) for _ in range(workers)]
     console.print(f"tuneforge on http://{host}:{port}  (data {paths.data_dir()}, store {db.url.split(':')[0]}, "
-                  f"{workers} worker{'s' if workers != 1 else ''})")
+                  f"{workers} worker{'s' if workers != 1 else ''}"
+                  f"{', proxying other models upstream' if routes else ''})")
+    app_ = create_app(db, Engines(max_batch, max_adapters, backend.value), Settings(upstream_timeout=upstream_timeout),
+                      upstreams=routes)
     try:
-        uvicorn.run(create_app(db, Engines(max_batch, max_adapters, backend.value)), host=host, port=port,
-                    log_level="warning")
+        uvicorn.run(app_, host=host, port=port, log_level="warning")
     finally:
         for p in procs:
             p.terminate()

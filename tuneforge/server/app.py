@@ -7,28 +7,39 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from sqlalchemy import text
 
+from tuneforge.capture import upstreams as upstreams_
+from tuneforge.capture.forward import Forwarder
 from tuneforge.server import errors
 from tuneforge.server.deps import Settings, State
-from tuneforge.server.routes import chat, completions, files, fine_tuning, models
+from tuneforge.server.log_sink import LogSink
+from tuneforge.server.proxy import ProxyMiddleware
+from tuneforge.server.routes import chat, completions, datasets, files, fine_tuning, logs, models
 from tuneforge.server.serving import Engines
 from tuneforge.store.db import Database
 
 
-def create_app(db: Database, engines: Engines | None = None, settings: Settings | None = None) -> FastAPI:
+def create_app(db: Database, engines: Engines | None = None, settings: Settings | None = None,
+               upstreams: upstreams_.Upstreams | None = None) -> FastAPI:
     state = State(db=db, engines=engines or Engines(), settings=settings or Settings())
+    upstreams = upstreams_.from_env() if upstreams is None else upstreams
+    sink = LogSink(db)
+    forwarder = Forwarder(timeout=state.settings.upstream_timeout)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        await forwarder.close()
+        sink.close()
         state.engines.close()
 
     app = FastAPI(
         title="tuneforge", version="0.1.0", lifespan=lifespan,
-        description="OpenAI-compatible fine-tuning and serving: files, fine-tuning jobs, models, completions.",
+        description="OpenAI-compatible fine-tuning and serving (files, fine-tuning jobs, models, completions), "
+                    "a logging proxy to upstream providers, request logs and datasets.",
     )
     app.state.tuneforge = state
     errors.install(app)
-    for module in (files, fine_tuning, models, chat, completions):
+    for module in (files, fine_tuning, models, chat, completions, logs, datasets):
         app.include_router(module.router)
 
     @app.middleware("http")
@@ -47,5 +58,8 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
         with db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return {"status": "ok", "engines": app.state.tuneforge.engines.load()}
+
+    # outermost: a proxied call skips the app's body parsing and validation altogether
+    app.add_middleware(ProxyMiddleware, state=state, upstreams=upstreams, sink=sink, forwarder=forwarder)
 
     return app

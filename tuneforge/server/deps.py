@@ -19,6 +19,7 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024  # JSON requests
     max_prompt_tokens: int | None = None  # default: the model's context
     default_max_tokens: int = 2048
+    upstream_timeout: float = 600.0  # seconds the proxy waits on an upstream ($TUNEFORGE_UPSTREAM_TIMEOUT)
 
 
 @dataclass

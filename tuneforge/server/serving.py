@@ -25,6 +25,7 @@ from tuneforge.store.tables import Checkpoint, FineTunedModel, Job
 class Target:
     base: str  # the engine's model folder
     adapter: Path | None
+    pruning_rules: tuple[str, ...] = ()  # texts cut from requests, as from the model's training data
 
 
 def model_not_found(name: str) -> NotFound:
@@ -37,18 +38,20 @@ def resolve(db: Database, name: str, project_id: str) -> Target:
     if name in registry.BUNDLED:
         return Target(str(registry.materialize(name)), None)
     with db.session() as s:
-        path = _fine_tuned_path(s, name, project_id)
-    if path is None:
+        found = _fine_tuned(s, name, project_id)
+    if found is None:
         raise model_not_found(name)
+    path, rules = found
     if (path / "adapter_config.json").exists():
-        return Target(registry.resolve(str(path)).base, path)
-    return Target(str(path), None)
+        return Target(registry.resolve(str(path)).base, path, rules)
+    return Target(str(path), None, rules)
 
 
-def _fine_tuned_path(s, name: str, project_id: str) -> Path | None:
+def _fine_tuned(s, name: str, project_id: str) -> tuple[Path, tuple[str, ...]] | None:
     row = s.get(FineTunedModel, name)
     if row is not None:
-        return Path(row.path) if row.project_id == project_id and not row.deleted else None
+        ok = row.project_id == project_id and not row.deleted
+        return (Path(row.path), tuple(row.pruning_rules or ())) if ok else None
     ckpt = s.scalar(select(Checkpoint).where(Checkpoint.model_name == name))
     if ckpt is None:
         return None
@@ -56,7 +59,7 @@ def _fine_tuned_path(s, name: str, project_id: str) -> Path | None:
     deleted = s.scalar(select(FineTunedModel.deleted).where(FineTunedModel.job_id == job.id))
     if job.project_id != project_id or deleted or not Path(ckpt.path).exists():
         return None
-    return Path(ckpt.path)
+    return Path(ckpt.path), tuple(job.spec.get("pruning_rules") or ())
 
 
 class Engines:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.errors import NotFound, UserError
 from tuneforge.models import registry
-from tuneforge.store import files, jobs
+from tuneforge.store import datasets, files, jobs
 from tuneforge.store.tables import FineTunedModel, Job, Project
 from tuneforge.training.config import TrainConfig
 
@@ -67,8 +67,10 @@ def base_of(s: Session, model: str, project_id: str) -> tuple[str, str]:
 def create(s: Session, project: Project, req) -> Job:
     """Create and queue a job from a FineTuningJobCreate request."""
     shown, loadable = base_of(s, req.model, project.id)
-    train_file = _training_file(s, req.training_file, project.id, "training_file")
-    valid_file = _training_file(s, req.validation_file, project.id, "validation_file") if req.validation_file else None
+    rules: list[str] = []
+    train_file = _training_file(s, project, req.training_file, "training_file", "train", rules)
+    valid_file = (_training_file(s, project, req.validation_file, "validation_file", "test", rules)
+                  if req.validation_file else None)
     hyper = req.hyperparameters
     if req.method is not None and req.method.supervised is not None:
         hyper = req.method.supervised.hyperparameters
@@ -81,7 +83,8 @@ def create(s: Session, project: Project, req) -> Job:
         "validation_file": valid_file.id if valid_file else None,
         "validation_path": valid_file.path if valid_file else None, "suffix": req.suffix, "seed": seed,
         "metadata": req.metadata, "integrations": req.integrations, "hyperparameters": hyper_dict,
-        "train_config": cfg, "fine_tuned_model": model_name(shown.split(":")[1] if shown.startswith("ft:") else shown,
+        "train_config": cfg, "pruning_rules": rules,
+        "fine_tuned_model": model_name(shown.split(":")[1] if shown.startswith("ft:") else shown,
                                                             project, req.suffix, job.id),
     }
     jobs.enqueue(s, job.id)
@@ -90,9 +93,20 @@ def create(s: Session, project: Project, req) -> Job:
     return job
 
 
-def _training_file(s: Session, file_id: str, project_id: str, param: str):
+def _training_file(s: Session, project: Project, file_id: str, param: str, split: str, rules: list[str]):
+    """An uploaded file, or a dataset's split written out as one (its pruning rules applied, and noted in
+    `rules` for the model to apply when served)."""
+    if file_id.startswith("ds-"):
+        ds = datasets.get(s, file_id, project.id)
+        lines = datasets.export_lines(s, ds, split)
+        if not lines:
+            raise UserError(f"dataset {file_id} has no {split} entries", param=param)
+        rules[:] = ds.pruning_rules or []
+        content = ("\n".join(lines) + "\n").encode()
+        return files.create(s, project_id=project.id, filename=f"{ds.id}-{split}.jsonl", purpose="fine-tune",
+                            content=content)
     try:
-        row = files.get(s, file_id, project_id=project_id)
+        row = files.get(s, file_id, project_id=project.id)
     except NotFound:
         raise NotFound(f"Could not find file {file_id}: upload it with purpose 'fine-tune' first", param=param,
                        code="file_not_found") from None

@@ -45,15 +45,16 @@ def enqueue(s: Session, job_id: str) -> None:
     add_event(s, job_id, "Files validated, moving job to queued state")
 
 
-def get(s: Session, job_id: str, *, project_id: str) -> Job:
+def get(s: Session, job_id: str, *, project_id: str, kind: str | None = "fine_tune") -> Job:
     job = s.get(Job, job_id)
-    if job is None or job.project_id != project_id:
+    if job is None or job.project_id != project_id or (kind is not None and job.kind != kind):
         raise NotFound(f"No fine-tuning job found with id {job_id}", param="fine_tuning_job_id", code="not_found")
     return job
 
 
-def list_(s: Session, *, project_id: str, after: str | None, limit: int) -> tuple[list[Job], bool]:
-    q = select(Job).where(Job.project_id == project_id).order_by(Job.created_at.desc(), Job.id.desc())
+def list_(s: Session, *, project_id: str, after: str | None, limit: int,
+          kind: str = "fine_tune") -> tuple[list[Job], bool]:
+    q = select(Job).where(Job.project_id == project_id, Job.kind == kind).order_by(Job.created_at.desc(), Job.id.desc())
     if after:
         anchor = s.get(Job, after)
         if anchor is not None and anchor.project_id == project_id:
@@ -197,6 +198,7 @@ def checkpoints(s: Session, job_id: str, *, after: str | None, limit: int) -> tu
     return rows[:limit], len(rows) > limit
 
 
-def register_model(s: Session, *, model_id: str, project_id: str, job_id: str, base: str, path: str) -> None:
+def register_model(s: Session, *, model_id: str, project_id: str, job_id: str, base: str, path: str,
+                   pruning_rules: list[str] | None = None) -> None:
     s.add(FineTunedModel(id=model_id, project_id=project_id, job_id=job_id, base=base, path=path,
-                         created_at=now(), deleted=False))
+                         created_at=now(), deleted=False, pruning_rules=pruning_rules or None))

@@ -1,4 +1,4 @@
-"""The tables. Their migration is `migrations/versions/0001_initial.py`; a test checks the two agree.
+"""The tables. Their migrations are in `migrations/versions/`; a test checks the two agree.
 
 Times are integer Unix seconds, as in OpenAI's objects; heartbeats are float seconds.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -94,3 +94,70 @@ class FineTunedModel(Base):
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(Integer)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # static texts stripped from requests before they reach the model, as from its training data
+    pruning_rules: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class RequestLog(Base):
+    """One captured call to a hosted model (SDK wrapper or proxy). request/response are JSON text, so that
+    text search is a plain LIKE on both databases."""
+
+    __tablename__ = "request_logs"
+    __table_args__ = (Index("ix_request_logs_project_started", "project_id", "started_at"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # chosen by the capturer: delivery is idempotent
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    source: Mapped[str] = mapped_column(String(16))  # "sdk" | "proxy"
+    model: Mapped[str] = mapped_column(String(300), index=True)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # HTTP status; None: no response at all
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    request: Mapped[str] = mapped_column(Text)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stream: Mapped[bool] = mapped_column(Boolean)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: model not in the pricing table
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[int] = mapped_column(Integer)
+
+
+class LogTag(Base):
+    """Tags again, one row each, so that filtering and grouping by tag use an index on both databases."""
+
+    __tablename__ = "log_tags"
+    __table_args__ = (Index("ix_log_tags_key_value", "key", "value"),)
+    log_id: Mapped[str] = mapped_column(ForeignKey("request_logs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(500))
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32))  # "ready" | "relabeling" | "failed"
+    source: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"logs": filter} | {"file": id} | {"relabel": {...}}
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # sample, dedupe, split, seed, label
+    pruning_rules: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the relabel job that fills it
+    created_at: Mapped[int] = mapped_column(Integer)
+
+
+class DatasetEntry(Base):
+    __tablename__ = "dataset_entries"
+    __table_args__ = (UniqueConstraint("dataset_id", "position"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(8))  # "train" | "test"
+    messages: Mapped[list[Any]] = mapped_column(JSON)  # the conversation, ending in the answer to learn
+    tools: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"log": id} | {"file": id, "line": n} | + "relabel"
+    answer_model: Mapped[str | None] = mapped_column(String(300), nullable=True)  # who wrote the answer

@@ -75,4 +75,4 @@ def run(ctx: JobContext) -> dict:
 
 def on_success(s: Session, job: Job, result: dict) -> None:
     jobs.register_model(s, model_id=result["fine_tuned_model"], project_id=job.project_id, job_id=job.id,
-                        base=job.spec["model"], path=job.out_dir)
+                        base=job.spec["model"], path=job.out_dir, pruning_rules=job.spec.get("pruning_rules"))

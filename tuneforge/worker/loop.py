@@ -48,11 +48,11 @@ class JobContext:
 
 
 def runners() -> dict:
-    """Job kind -> runner module: `run(ctx) -> result fields`, and optionally `on_success(session, job, result)`,
-    which runs in the same transaction that marks the job succeeded."""
-    from tuneforge.worker import fine_tune
+    """Job kind -> runner module: `run(ctx) -> result fields`, and optionally `on_success(session, job, result)`
+    and `on_failure(session, job, error)`, which run in the transaction that marks the job finished."""
+    from tuneforge.worker import fine_tune, relabel
 
-    return {"fine_tune": fine_tune}
+    return {"fine_tune": fine_tune, "relabel": relabel}
 
 
 class Worker:
@@ -122,10 +122,9 @@ class Worker:
         if status is not None:
             with self.db.session() as s:
                 done = jobs.finish(s, job.id, self.worker_id, status, result=result, error=error)
-                if done and status == "succeeded":
-                    on_success = getattr(self.runners[job.kind], "on_success", None)
-                    if on_success:
-                        on_success(s, job, result)
+                hook = getattr(self.runners[job.kind], "on_success" if status == "succeeded" else "on_failure", None)
+                if done and hook is not None:
+                    hook(s, job, result if status == "succeeded" else error)
 
     def _heartbeat(self, ctx: JobContext) -> None:
         while not ctx.stop.wait(self.heartbeat_s):

@@ -8,6 +8,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from tuneforge.data.prune import prune
 from tuneforge.data.render import encode_prompt
 from tuneforge.inference.engine import Delta, Engine, Params
 from tuneforge.server import generation
@@ -64,7 +65,7 @@ async def chat_completions(state: StateDep, project: ProjectDep, body: ChatCompl
     generation.check_penalties(body.frequency_penalty, body.presence_penalty)
     loaded = await generation.load(state, body.model, project.id)
     engine = loaded.engine
-    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    messages = prune([m.model_dump(exclude_none=True) for m in body.messages], list(loaded.target.pruning_rules))
     prompt = encode_prompt(engine.tokenizer, messages, body.tools)
     requested = body.max_completion_tokens or body.max_tokens
     max_tokens = generation.token_budget(engine, len(prompt), requested, state.settings.default_max_tokens)

@@ -1,0 +1,234 @@
+"""`tuneforge.OpenAI` / `tuneforge.AsyncOpenAI`: the official clients, calling the provider directly with the
+user's own key, plus a record of every chat completion for the platform.
+
+The call path only stamps times and appends to the reporter's queue; turning the response into JSON and
+sending it happen in the reporter's thread. Streams are recorded as they are consumed and reported, put back
+together, when they end (or stop early). Reporting problems are logged, never raised.
+
+    client = tuneforge.OpenAI(tuneforge={"base_url": "http://localhost:8000", "api_key": "tf-...",
+                                         "tags": {"app": "support"}})
+    client.chat.completions.create(model="gpt-4o", messages=[...], tuneforge={"tags": {"user": "42"}})
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import cached_property
+from typing import Any
+
+import openai
+from openai.resources.chat import AsyncChat, Chat
+from openai.resources.chat.completions import AsyncCompletions, Completions
+
+from tuneforge.capture import record as rec
+from tuneforge.capture import reporter
+
+log = logging.getLogger("tuneforge.capture")
+
+
+class Capture:
+    """Where a client's records go, and the tags every record of that client carries."""
+
+    _warned = False
+
+    def __init__(self, options: dict[str, Any] | None):
+        options = dict(options or {})
+        base_url = options.get("base_url") or os.environ.get("TUNEFORGE_BASE_URL")
+        api_key = options.get("api_key") or os.environ.get("TUNEFORGE_API_KEY")
+        self.tags = {str(k): str(v) for k, v in (options.get("tags") or {}).items()}
+        self.reporter = None
+        if base_url and api_key:
+            self.reporter = reporter.shared(base_url, api_key, options.get("spool_dir"))
+        elif not Capture._warned:
+            Capture._warned = True
+            log.warning("tuneforge: no platform configured (set TUNEFORGE_BASE_URL and TUNEFORGE_API_KEY, or "
+                        "pass tuneforge={'base_url': ..., 'api_key': ...}); calls are not captured")
+
+    def start(self, kwargs: dict[str, Any], per_call: dict[str, Any] | None) -> _Call | None:
+        if self.reporter is None:
+            return None
+        tags = self.tags
+        if per_call and per_call.get("tags"):
+            tags = {**tags, **{str(k): str(v) for k, v in per_call["tags"].items()}}
+        return _Call(self.reporter, kwargs, tags)
+
+    def flush(self, timeout: float | None) -> bool:
+        return True if self.reporter is None else self.reporter.flush(timeout)
+
+
+class _Call:
+    """One call in flight: its timings, then its record."""
+
+    __slots__ = ("reporter", "kwargs", "tags", "id", "t0", "started_at", "ttft", "chunks")
+
+    def __init__(self, reporter_: reporter.Reporter, kwargs: dict[str, Any], tags: dict[str, str]):
+        self.reporter, self.kwargs, self.tags = reporter_, kwargs, tags
+        self.id, self.started_at, self.t0 = rec.new_id(), time.time(), time.perf_counter()
+        self.ttft: float | None = None
+        self.chunks: list[Any] = []
+
+    def succeeded(self, response: Any) -> None:
+        latency = (time.perf_counter() - self.t0) * 1000
+        self.reporter.report(lambda: self._record(_dump(response), 200, None, latency))
+
+    def failed(self, exc: BaseException) -> None:
+        latency = (time.perf_counter() - self.t0) * 1000
+        status = getattr(exc, "status_code", None)
+        body = getattr(exc, "body", None)
+        error = body if isinstance(body, dict) else {"type": type(exc).__name__, "message": str(exc)}
+        partial = rec.reassemble([_dump(c) for c in self.chunks]) if self.chunks else None
+        self.reporter.report(lambda: self._record(partial, status, error, latency))
+
+    def chunk(self, chunk: Any) -> None:
+        if self.ttft is None:
+            self.ttft = (time.perf_counter() - self.t0) * 1000
+        self.chunks.append(chunk)
+
+    def stream_ended(self, complete: bool) -> None:
+        latency = (time.perf_counter() - self.t0) * 1000
+        chunks = self.chunks
+        error = None if complete else {"type": "incomplete", "message": "the app stopped reading the stream"}
+        self.reporter.report(lambda: self._record(rec.reassemble([_dump(c) for c in chunks]), 200, error, latency))
+
+    def _record(self, response: dict | None, status: int | None, error: Any, latency: float) -> dict[str, Any]:
+        return {
+            "id": self.id, "source": "sdk", "model": self.kwargs.get("model"),
+            "request": rec.request_body(self.kwargs), "response": response, "status": status, "error": error,
+            "started_at": self.started_at, "latency_ms": round(latency, 3),
+            "ttft_ms": None if self.ttft is None else round(self.ttft, 3),
+            "stream": bool(self.kwargs.get("stream")), "tags": self.tags,
+        }
+
+
+def _dump(obj: Any) -> dict[str, Any] | None:
+    if obj is None or isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "parse") and not hasattr(obj, "model_dump"):  # with_raw_response: the parsed object
+        obj = obj.parse()
+    return obj.model_dump(mode="json", exclude_unset=True)
+
+
+def _tee(call: _Call, iterator):
+    complete = False
+    try:
+        for chunk in iterator:
+            call.chunk(chunk)
+            yield chunk
+        complete = True
+    except BaseException as exc:
+        if not isinstance(exc, GeneratorExit):
+            call.failed(exc)
+            raise
+    if complete or call.chunks:
+        call.stream_ended(complete)
+
+
+async def _atee(call: _Call, iterator):
+    complete = False
+    try:
+        async for chunk in iterator:
+            call.chunk(chunk)
+            yield chunk
+        complete = True
+    except BaseException as exc:
+        if not isinstance(exc, GeneratorExit):
+            call.failed(exc)
+            raise
+    if complete or call.chunks:
+        call.stream_ended(complete)
+
+
+class _CapturedCompletions(Completions):
+    def create(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
+        call = self._client._tuneforge.start(kwargs, tuneforge)
+        if call is None:
+            return super().create(*args, **kwargs)
+        try:
+            result = super().create(*args, **kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        if isinstance(result, openai.Stream):
+            result._iterator = _tee(call, result._iterator)
+        else:
+            call.succeeded(result)
+        return result
+
+
+class _CapturedAsyncCompletions(AsyncCompletions):
+    async def create(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
+        call = self._client._tuneforge.start(kwargs, tuneforge)
+        if call is None:
+            return await super().create(*args, **kwargs)
+        try:
+            result = await super().create(*args, **kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        if isinstance(result, openai.AsyncStream):
+            result._iterator = _atee(call, result._iterator)
+        else:
+            call.succeeded(result)
+        return result
+
+
+class _Chat(Chat):
+    @cached_property
+    def completions(self) -> Completions:
+        return _CapturedCompletions(self._client)
+
+
+class _AsyncChat(AsyncChat):
+    @cached_property
+    def completions(self) -> AsyncCompletions:
+        return _CapturedAsyncCompletions(self._client)
+
+
+class OpenAI(openai.OpenAI):
+    """`openai.OpenAI`, capturing every chat completion. Extra option: `tuneforge={base_url, api_key, tags,
+    spool_dir}` (defaults: $TUNEFORGE_BASE_URL, $TUNEFORGE_API_KEY)."""
+
+    def __init__(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._tuneforge = Capture(tuneforge)
+
+    @cached_property
+    def chat(self) -> Chat:
+        return _Chat(self)
+
+    def copy(self, *args: Any, **kwargs: Any):
+        client = super().copy(*args, **kwargs)
+        client._tuneforge = self._tuneforge
+        return client
+
+    with_options = copy
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every captured call is stored on the platform: True, or False if `timeout` passed
+        first (the rest stays spooled on disk and is delivered later)."""
+        return self._tuneforge.flush(timeout)
+
+
+class AsyncOpenAI(openai.AsyncOpenAI):
+    """`openai.AsyncOpenAI`, capturing every chat completion; options as for `tuneforge.OpenAI`."""
+
+    def __init__(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._tuneforge = Capture(tuneforge)
+
+    @cached_property
+    def chat(self) -> AsyncChat:
+        return _AsyncChat(self)
+
+    def copy(self, *args: Any, **kwargs: Any):
+        client = super().copy(*args, **kwargs)
+        client._tuneforge = self._tuneforge
+        return client
+
+    with_options = copy
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """As `OpenAI.flush` (it blocks: call it from a thread, or at shutdown)."""
+        return self._tuneforge.flush(timeout)

@@ -1,0 +1,165 @@
+"""Delivering captured calls to the platform in the background: batched, written ahead to a spool on disk,
+retried with backoff. `report()` only appends to a queue; it never blocks the app's call and never raises.
+
+One reporter thread per (platform, key, spool folder) in a process, shared by every client made with them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tuneforge import paths
+from tuneforge.capture.spool import Spool
+
+log = logging.getLogger("tuneforge.capture")
+Record = dict[str, Any] | Callable[[], dict[str, Any]]  # a callable is built in the reporter's thread
+RETRYABLE = {408, 409, 425, 429}
+
+
+def logs_url(base_url: str) -> str:
+    """The platform root (`http://host:8000`) or its API root (`.../v1`) -> the log-ingest URL."""
+    root = base_url.rstrip("/")
+    root = root[: -len("/v1")] if root.endswith("/v1") else root
+    return root + "/v1/logs"
+
+
+class Reporter:
+    def __init__(self, base_url: str, api_key: str, spool_dir: Path | None = None, *, batch_size: int = 256,
+                 linger: float = 0.05, max_backoff: float = 30.0):
+        self.url, self.api_key = logs_url(base_url), api_key
+        digest = hashlib.sha256(f"{self.url}\n{api_key}".encode()).hexdigest()[:16]
+        self.spool = Spool(spool_dir or paths.data_dir() / "spool" / digest)
+        self.batch_size, self.linger, self.max_backoff = batch_size, linger, max_backoff
+        self._queue: deque[Record] = deque()
+        self._wake = threading.Condition()
+        self._backoff, self._retry_at = 0.0, 0.0
+        self._warned: set[str] = set()
+        self._http = httpx.Client(timeout=httpx.Timeout(10.0, connect=2.0),
+                                  headers={"authorization": f"Bearer {api_key}"})
+        self._thread = threading.Thread(target=self._run, name="tuneforge-reporter", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def report(self, record: Record) -> None:
+        self._queue.append(record)
+        if len(self._queue) in (1, self.batch_size):
+            with self._wake:
+                self._wake.notify()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every record reported so far is stored on the platform (True), or until `timeout`
+        seconds pass (False: the rest stays spooled on disk and is delivered later)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._retry_at = 0.0  # try the platform now rather than after the backoff
+        while self._queue or self._busy or self.spool.pending():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            with self._wake:
+                self._wake.notify()
+            time.sleep(0.01)
+        return True
+
+    def close(self) -> None:
+        """At exit: whatever is still in memory goes to the spool, for this or a later process to send."""
+        self._write_batch(drain_all=True)
+
+    _busy = False  # between taking records off the queue and having them on disk or delivered
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._queue:
+                    self._wake.wait(timeout=self._idle_wait())
+            if self._queue:
+                time.sleep(self.linger)  # let a batch gather
+            self._busy = True
+            try:
+                self._write_batch()
+                self._deliver()
+            except Exception as exc:  # never let the thread die; the spool keeps what it has
+                self._warn("loop", f"tuneforge capture: {type(exc).__name__}: {exc}")
+                time.sleep(0.5)
+            finally:
+                self._busy = False
+
+    def _idle_wait(self) -> float:
+        if self.spool.pending():
+            return max(0.01, self._retry_at - time.monotonic())
+        return 1.0
+
+    def _write_batch(self, drain_all: bool = False) -> None:
+        while self._queue:
+            records = []
+            while self._queue and len(records) < self.batch_size:
+                item = self._queue.popleft()
+                try:
+                    records.append(item() if callable(item) else item)
+                except Exception as exc:
+                    self._warn("build", f"tuneforge capture: could not record a call ({exc}); skipped")
+            if records:
+                self.spool.write(records)
+            if not drain_all:
+                return
+
+    def _deliver(self) -> None:
+        while time.monotonic() >= self._retry_at:
+            files = self.spool.pending()
+            if not files:
+                return
+            claim = self.spool.claim(files[0])
+            if claim is None:
+                continue
+            path, records = claim
+            outcome = self._send(records)
+            if outcome == "ok":
+                self.spool.done(path)
+                self._backoff = 0.0
+            elif outcome == "rejected":
+                self._warn("rejected", f"tuneforge capture: the platform refused a batch; kept in "
+                                       f"{self.spool.reject(path)}")
+            else:
+                self.spool.release(path)
+                self._backoff = min(self.max_backoff, max(0.25, self._backoff * 2))
+                self._retry_at = time.monotonic() + self._backoff
+                return
+
+    def _send(self, records: list[dict[str, Any]]) -> str:
+        try:
+            r = self._http.post(self.url, json={"logs": records})
+        except httpx.HTTPError as exc:
+            self._warn("down", f"tuneforge capture: platform at {self.url} unreachable ({type(exc).__name__}); "
+                               "spooling calls to disk until it is back")
+            return "retry"
+        if r.status_code < 300:
+            self._warned.discard("down")
+            return "ok"
+        if r.status_code >= 500 or r.status_code in RETRYABLE:
+            return "retry"
+        return "rejected"
+
+    def _warn(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning(message)
+
+
+_reporters: dict[tuple[str, str, str], Reporter] = {}
+_lock = threading.Lock()
+
+
+def shared(base_url: str, api_key: str, spool_dir: str | Path | None = None) -> Reporter:
+    key = (logs_url(base_url), api_key, str(spool_dir or ""))
+    with _lock:
+        if key not in _reporters:
+            _reporters[key] = Reporter(base_url, api_key, Path(spool_dir) if spool_dir else None)
+        return _reporters[key]

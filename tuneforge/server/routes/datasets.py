@@ -1,0 +1,98 @@
+"""Datasets: create (from a log filter or an uploaded file), list, show, entries, export, relabel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from tuneforge.capture import upstreams
+from tuneforge.errors import UserError
+from tuneforge.server.capture_protocol import (
+    DatasetCreate,
+    DatasetEntryList,
+    DatasetEntryObject,
+    DatasetJob,
+    DatasetList,
+    DatasetObject,
+    RelabelCreate,
+)
+from tuneforge.server.deps import ProjectDep, StateDep
+from tuneforge.store import datasets, jobs, logs
+from tuneforge.store.db import new_id
+from tuneforge.store.tables import Dataset, Job
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+def to_api(s, ds: Dataset) -> DatasetObject:
+    job = s.get(Job, ds.job_id) if ds.job_id else None
+    return DatasetObject(
+        id=ds.id, name=ds.name, created_at=ds.created_at, status=ds.status, source=ds.source, params=ds.params,
+        pruning_rules=ds.pruning_rules or [], counts=ds.counts or {}, parent_id=ds.parent_id,
+        job=DatasetJob(id=job.id, status=job.status, error=job.error) if job else None,
+    )
+
+
+@router.post("", response_model=DatasetObject)
+def create(state: StateDep, project: ProjectDep, body: DatasetCreate):
+    recipe = datasets.Recipe(
+        sample=body.sample, dedupe=body.dedupe, near_threshold=body.near_threshold,
+        test_fraction=body.test_fraction, label=body.label, seed=body.seed, pruning_rules=body.pruning_rules,
+    )
+    flt = logs.LogFilter(**body.logs.model_dump()) if body.logs is not None else None
+    if flt is None and body.file_id is None:
+        flt = logs.LogFilter()  # no source named: every successful call
+    with state.db.session() as s:
+        return to_api(s, datasets.create(s, project.id, name=body.name, recipe=recipe, log_filter=flt,
+                                         file_id=body.file_id))
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(state: StateDep, project: ProjectDep):
+    with state.db.session() as s:
+        return DatasetList(data=[to_api(s, ds) for ds in datasets.list_(s, project.id)])
+
+
+@router.get("/{dataset_id}", response_model=DatasetObject)
+def get(state: StateDep, project: ProjectDep, dataset_id: str):
+    with state.db.session() as s:
+        return to_api(s, datasets.get(s, dataset_id, project.id))
+
+
+@router.get("/{dataset_id}/entries", response_model=DatasetEntryList)
+def entries(state: StateDep, project: ProjectDep, dataset_id: str, split: Literal["train", "test"] | None = None,
+            offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100):
+    with state.db.session() as s:
+        datasets.get(s, dataset_id, project.id)
+        rows = datasets.entries(s, dataset_id, split, offset=offset, limit=limit + 1)
+        data = [DatasetEntryObject(id=e.id, position=e.position, split=e.split, messages=e.messages, tools=e.tools,
+                                   label=e.label, lineage=e.lineage, answer_model=e.answer_model)
+                for e in rows[:limit]]
+    return DatasetEntryList(data=data, has_more=len(rows) > limit)
+
+
+@router.get("/{dataset_id}/export", response_class=PlainTextResponse)
+def export(state: StateDep, project: ProjectDep, dataset_id: str, split: Literal["train", "test"] | None = None):
+    """OpenAI fine-tuning JSONL, with the dataset's pruning rules applied."""
+    with state.db.session() as s:
+        lines = datasets.export_lines(s, datasets.get(s, dataset_id, project.id), split)
+    return PlainTextResponse("".join(line + "\n" for line in lines), media_type="application/jsonl")
+
+
+@router.post("/{dataset_id}/relabel", response_model=DatasetObject)
+def relabel(state: StateDep, project: ProjectDep, dataset_id: str, body: RelabelCreate):
+    """A new dataset with every answer re-written by a teacher model, filled by a relabel job."""
+    if upstreams.from_env().find(body.model) is None:
+        raise UserError(f"no upstream serves `{body.model}`: start the server with TUNEFORGE_UPSTREAM_URL or "
+                          "TUNEFORGE_UPSTREAMS naming it", param="model")
+    with state.db.session() as s:
+        ds = datasets.start_relabel(s, project.id, dataset_id, model=body.model, name=body.name)
+        job = jobs.create(s, project_id=project.id, kind="relabel", job_id=new_id("job-"), spec={
+            "dataset": ds.id, "source_dataset": dataset_id, "model": body.model, "concurrency": body.concurrency,
+            "max_attempts": body.max_attempts,
+        })
+        ds.job_id = job.id
+        jobs.enqueue(s, job.id)
+        return to_api(s, ds)

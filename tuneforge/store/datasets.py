@@ -1,0 +1,221 @@
+"""Datasets: conversations chosen from request logs or an uploaded file, deduplicated, sampled and split;
+each entry keeps where it came from (log, file line, relabel). A relabel makes a new dataset (the old one
+is never changed) filled by a `relabel` job.
+
+Pruning rules belong to the dataset: exports apply them, and a model fine-tuned on the dataset applies the
+same rules to its requests when served.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tuneforge.capture.record import example
+from tuneforge.data import dedupe, split
+from tuneforge.data.prune import prune
+from tuneforge.errors import Conflict, NotFound, UserError
+from tuneforge.store import files, logs
+from tuneforge.store.db import new_id, now
+from tuneforge.store.tables import Dataset, DatasetEntry
+
+DEDUPE = ("none", "exact", "near")
+
+
+@dataclass
+class Recipe:
+    """How entries are chosen from the candidates."""
+
+    sample: int | None = None  # at most this many, at random (after dedupe)
+    dedupe: str = "near"  # "none" | "exact" | "near" (near includes exact)
+    near_threshold: float = 0.8  # estimated Jaccard similarity of word 3-grams
+    test_fraction: float = 0.2
+    label: str | None = None  # stratify the split by `tag.KEY` (a log tag) or `reply.FIELD` (a JSON reply's field)
+    seed: int = 0
+    pruning_rules: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if self.dedupe not in DEDUPE:
+            raise UserError(f"dedupe '{self.dedupe}': use one of {', '.join(DEDUPE)}", param="dedupe")
+        if not 0 <= self.test_fraction < 1:
+            raise UserError("test_fraction must be at least 0 and below 1", param="test_fraction")
+        if not 0 < self.near_threshold <= 1:
+            raise UserError("near_threshold must be above 0 and at most 1", param="near_threshold")
+        if self.label and not self.label.startswith(("tag.", "reply.")):
+            raise UserError(f"label '{self.label}': write tag.KEY (a log tag) or reply.FIELD (a field of a JSON "
+                            "reply)", param="label")
+        if self.sample is not None and self.sample < 1:
+            raise UserError("sample must be a positive number of entries", param="sample")
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "pruning_rules"}
+
+
+@dataclass
+class Candidate:
+    messages: list[dict[str, Any]]
+    tools: list[Any] | None
+    lineage: dict[str, Any]
+    tags: dict[str, Any]
+
+
+def _input_text(c: Candidate, rules: list[str]) -> str:
+    """What dedupe compares: the conversation as the model will see it (pruned), answer included."""
+    return json.dumps(prune(c.messages, rules), ensure_ascii=False, sort_keys=True)
+
+
+def _label(c: Candidate, label: str | None) -> str | None:
+    if not label:
+        return None
+    kind, name = label.split(".", 1)
+    if kind == "tag":
+        value = c.tags.get(name)
+    else:
+        try:
+            value = json.loads(c.messages[-1].get("content") or "").get(name)
+        except (ValueError, AttributeError):
+            value = None
+    return None if value is None else str(value)[:200]
+
+
+def choose(candidates: list[Candidate], recipe: Recipe) -> tuple[list[tuple[Candidate, str, str | None]], dict]:
+    """Dedupe, sample, split: [(candidate, split, label)] and counts of what was removed."""
+    counts = {"candidates": len(candidates), "exact_duplicates": 0, "near_duplicates": 0}
+    texts = [_input_text(c, recipe.pruning_rules) for c in candidates]
+    if recipe.dedupe != "none":
+        drop = set(dedupe.exact_duplicates(texts))
+        counts["exact_duplicates"] = len(drop)
+        if recipe.dedupe == "near":
+            kept = [i for i in range(len(texts)) if i not in drop]
+            near = dedupe.near_duplicates([texts[i] for i in kept], recipe.near_threshold, seed=recipe.seed + 1)
+            counts["near_duplicates"] = len(near)
+            drop |= {kept[j] for j in near}
+        candidates = [c for i, c in enumerate(candidates) if i not in drop]
+    candidates = [candidates[i] for i in split.sample(len(candidates), recipe.sample, recipe.seed)]
+    labels = [_label(c, recipe.label) for c in candidates]
+    sides = split.split(len(candidates), recipe.test_fraction, recipe.seed, labels if recipe.label else None)
+    counts["train"], counts["test"] = sides.count("train"), sides.count("test")
+    return list(zip(candidates, sides, labels)), counts
+
+
+def _from_logs(s: Session, project_id: str, flt: logs.LogFilter) -> list[Candidate]:
+    out = []
+    flt = logs.LogFilter(**{**flt.__dict__, "status": "ok"})
+    for row in logs.matching(s, project_id, flt):
+        ex = example(json.loads(row.request), json.loads(row.response) if row.response else None)
+        if ex is not None:
+            out.append(Candidate(ex["messages"], ex.get("tools"), {"log": row.id}, row.tags or {}))
+    return out
+
+
+def _from_file(s: Session, project_id: str, file_id: str) -> list[Candidate]:
+    row = files.get(s, file_id, project_id=project_id)
+    out = []
+    with open(row.path) as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                ex = json.loads(line)  # uploads with purpose fine-tune were validated line by line
+                out.append(Candidate(ex["messages"], ex.get("tools"), {"file": file_id, "line": line_no}, {}))
+    return out
+
+
+def create(s: Session, project_id: str, *, name: str, recipe: Recipe, log_filter: logs.LogFilter | None = None,
+           file_id: str | None = None) -> Dataset:
+    """A dataset from the logs matching a filter, or from an uploaded fine-tuning file."""
+    recipe.check()
+    if (log_filter is None) == (file_id is None):
+        raise UserError("give either a log filter or a file id as the dataset's source", param="source")
+    if file_id:
+        candidates, source = _from_file(s, project_id, file_id), {"file": file_id}
+    else:
+        candidates, source = _from_logs(s, project_id, log_filter), {"logs": log_filter.as_dict()}
+    if not candidates:
+        raise UserError("no usable conversations match: check the filter with `tuneforge logs list` (only "
+                        "successful calls with a reply count)", param="source")
+    chosen, counts = choose(candidates, recipe)
+    ds = Dataset(id=new_id("ds-"), project_id=project_id, name=name, status="ready", source=source,
+                 params=recipe.params(), pruning_rules=list(recipe.pruning_rules), counts=counts, created_at=now())
+    s.add(ds)
+    s.flush()
+    s.add_all(
+        DatasetEntry(id=new_id("dse-"), dataset_id=ds.id, position=i, split=side, messages=c.messages,
+                     tools=c.tools, label=label, lineage=c.lineage, answer_model=None)
+        for i, (c, side, label) in enumerate(chosen)
+    )
+    return ds
+
+
+def get(s: Session, dataset_id: str, project_id: str) -> Dataset:
+    ds = s.get(Dataset, dataset_id)
+    if ds is None or ds.project_id != project_id:
+        raise NotFound(f"No dataset {dataset_id} in this project: `tuneforge datasets list` shows the ids",
+                       param="dataset_id", code="dataset_not_found")
+    return ds
+
+
+def list_(s: Session, project_id: str) -> list[Dataset]:
+    return list(s.scalars(select(Dataset).where(Dataset.project_id == project_id)
+                          .order_by(Dataset.created_at.desc(), Dataset.id)))
+
+
+def entries(s: Session, dataset_id: str, split_: str | None = None, *, offset: int = 0,
+            limit: int | None = None) -> list[DatasetEntry]:
+    q = select(DatasetEntry).where(DatasetEntry.dataset_id == dataset_id)
+    if split_:
+        q = q.where(DatasetEntry.split == split_)
+    return list(s.scalars(q.order_by(DatasetEntry.position).offset(offset).limit(limit)))
+
+
+def entry_count(s: Session, dataset_id: str) -> int:
+    return s.scalar(select(func.count()).select_from(DatasetEntry).where(DatasetEntry.dataset_id == dataset_id))
+
+
+def export_lines(s: Session, ds: Dataset, split_: str | None = None) -> list[str]:
+    """OpenAI fine-tuning JSONL lines, pruning rules applied."""
+    if ds.status != "ready":
+        raise Conflict(f"dataset {ds.id} is {ds.status}: export it when its relabel job has finished",
+                       param="dataset_id")
+    out = []
+    for e in entries(s, ds.id, split_):
+        row: dict[str, Any] = {"messages": prune(e.messages, ds.pruning_rules or [])}
+        if e.tools:
+            row["tools"] = e.tools
+        out.append(json.dumps(row, ensure_ascii=False))
+    return out
+
+
+def start_relabel(s: Session, project_id: str, parent_id: str, *, model: str, name: str | None = None) -> Dataset:
+    """The new dataset a relabel job fills: the parent's entries, re-answered by `model`."""
+    parent = get(s, parent_id, project_id)
+    if parent.status != "ready":
+        raise Conflict(f"dataset {parent_id} is {parent.status}: relabel it once it is ready", param="dataset_id")
+    ds = Dataset(id=new_id("ds-"), project_id=project_id, name=name or f"{parent.name} (relabeled by {model})",
+                 status="relabeling", source={"relabel": {"dataset": parent_id, "model": model}},
+                 params=dict(parent.params), pruning_rules=list(parent.pruning_rules or []),
+                 counts={"train": 0, "test": 0}, parent_id=parent_id, created_at=now())
+    s.add(ds)
+    s.flush()
+    return ds
+
+
+def add_relabeled(s: Session, ds_id: str, parent_entry: DatasetEntry, answer: dict[str, Any], model: str) -> None:
+    if s.scalar(select(DatasetEntry.id).where(DatasetEntry.dataset_id == ds_id,
+                                              DatasetEntry.position == parent_entry.position)):
+        return  # already answered by an earlier attempt
+    s.add(DatasetEntry(
+        id=new_id("dse-"), dataset_id=ds_id, position=parent_entry.position, split=parent_entry.split,
+        messages=[*parent_entry.messages[:-1], answer], tools=parent_entry.tools, label=parent_entry.label,
+        lineage={**parent_entry.lineage, "relabel": {"from": parent_entry.id, "model": model}}, answer_model=model,
+    ))
+
+
+def finish_relabel(s: Session, ds_id: str, status: str) -> None:
+    ds = s.get(Dataset, ds_id)
+    ds.status = status
+    sides = dict(s.execute(select(DatasetEntry.split, func.count()).where(DatasetEntry.dataset_id == ds_id)
+                           .group_by(DatasetEntry.split)).all())
+    ds.counts = {**ds.counts, "train": sides.get("train", 0), "test": sides.get("test", 0)}

@@ -1,0 +1,191 @@
+"""Request logs: ingest captured calls (idempotent by id), find them by filter, total their cost.
+
+A filter is model, tags (`key=value` exact, `key~text` contains), status (`ok`, `error` or an HTTP code),
+a time range and a text search over request and response.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from tuneforge.capture import pricing
+from tuneforge.capture.record import usage_of
+from tuneforge.errors import NotFound, UserError
+from tuneforge.store.db import now
+from tuneforge.store.tables import LogTag, RequestLog
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(value: str | float | None, param: str) -> float | None:
+    """Unix seconds from seconds, an ISO date/time, or an age (`90m`, `24h`, `7d`: that long ago)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    if m := _RELATIVE.match(text):
+        return time.time() - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise UserError(f"{param}: '{value}' is not a time: use an ISO date (2026-11-27T10:00), Unix seconds, "
+                        "or an age like 90m, 24h, 7d", param=param) from None
+
+
+@dataclass
+class LogFilter:
+    model: str | None = None
+    tags: list[str] = field(default_factory=list)  # "key=value" (exact) or "key~text" (contains)
+    status: str | None = None  # "ok" | "error" | an HTTP status code
+    since: str | float | None = None
+    until: str | float | None = None
+    search: str | None = None
+
+    def conditions(self, project_id: str) -> list:
+        where = [RequestLog.project_id == project_id]
+        if self.model:
+            where.append(RequestLog.model == self.model)
+        for tag in self.tags:
+            where.append(_tag_condition(tag))
+        if self.status:
+            where.append(_status_condition(self.status))
+        if (since := parse_time(self.since, "since")) is not None:
+            where.append(RequestLog.started_at >= since)
+        if (until := parse_time(self.until, "until")) is not None:
+            where.append(RequestLog.started_at < until)
+        if self.search:
+            pattern = f"%{self.search.lower()}%"
+            where.append(func.lower(RequestLog.request).like(pattern) | func.lower(RequestLog.response).like(pattern))
+        return where
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
+
+
+def _tag_condition(tag: str):
+    m = re.match(r"^([^=~]+)([=~])(.*)$", tag)
+    if not m:
+        raise UserError(f"tag filter '{tag}': write key=value (exact) or key~text (contains)", param="tag")
+    key, op, value = m.group(1).strip(), m.group(2), m.group(3)
+    match = LogTag.value == value if op == "=" else LogTag.value.contains(value, autoescape=True)
+    return RequestLog.id.in_(select(LogTag.log_id).where(LogTag.key == key, match))
+
+
+def _status_condition(status: str):
+    if status == "ok":
+        return RequestLog.ok.is_(True)
+    if status == "error":
+        return RequestLog.ok.is_(False)
+    if status.isdigit():
+        return RequestLog.status == int(status)
+    raise UserError(f"status filter '{status}': use ok, error or an HTTP status code like 429", param="status")
+
+
+def _row(project_id: str, r: dict[str, Any], table: pricing.Pricing, created: int) -> dict[str, Any]:
+    response = r.get("response")
+    usage = usage_of(response)
+    prompt, completion = usage or (0, 0)
+    model = r.get("model") or (response or {}).get("model") or "unknown"
+    priced = (response or {}).get("model") or model
+    status = r.get("status")
+    return {
+        "id": r["id"], "project_id": project_id, "source": r.get("source") or "sdk", "model": model[:300],
+        "status": status, "ok": status is not None and 200 <= status < 300 and not r.get("error"),
+        "error": r.get("error"), "request": json.dumps(r.get("request") or {}),
+        "response": None if response is None else json.dumps(response), "started_at": float(r["started_at"]),
+        "latency_ms": float(r.get("latency_ms") or 0.0), "ttft_ms": r.get("ttft_ms"),
+        "stream": bool(r.get("stream")), "prompt_tokens": prompt, "completion_tokens": completion,
+        "cost_usd": table.cost(priced, prompt, completion) if usage else None, "tags": r.get("tags") or {}, "created_at": created,
+    }
+
+
+def _insert(s: Session, table):
+    return (postgresql if s.bind.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def ingest(s: Session, project_id: str, records: list[dict[str, Any]]) -> int:
+    """Store records whose id is new; returns how many were new (a redelivered record is skipped)."""
+    if not records:
+        return 0
+    table, created = pricing.load(), now()
+    rows = {r["id"]: _row(project_id, r, table, created) for r in records}  # a batch may repeat an id, too
+    stmt = _insert(s, RequestLog).on_conflict_do_nothing(index_elements=["id"]).returning(RequestLog.id)
+    inserted = set(s.scalars(stmt, list(rows.values())))
+    tags = [{"log_id": i, "key": str(k)[:64], "value": str(v)[:500]}
+            for i in inserted for k, v in rows[i]["tags"].items()]
+    if tags:
+        s.execute(_insert(s, LogTag), tags)
+    return len(inserted)
+
+
+def list_(s: Session, project_id: str, flt: LogFilter, *, after: str | None = None,
+          limit: int = 20) -> tuple[list[RequestLog], bool]:
+    """Newest first; `after` is the id of the last log of the previous page."""
+    q = select(RequestLog).where(*flt.conditions(project_id))
+    if after:
+        anchor = s.get(RequestLog, after)
+        if anchor is not None:
+            q = q.where((RequestLog.started_at < anchor.started_at)
+                        | and_(RequestLog.started_at == anchor.started_at, RequestLog.id < anchor.id))
+    rows = list(s.scalars(q.order_by(RequestLog.started_at.desc(), RequestLog.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def count(s: Session, project_id: str, flt: LogFilter) -> int:
+    return s.scalar(select(func.count()).select_from(RequestLog).where(*flt.conditions(project_id))) or 0
+
+
+def matching(s: Session, project_id: str, flt: LogFilter):
+    """Every matching log, oldest first, streamed in pages (for exports and datasets)."""
+    q = select(RequestLog).where(*flt.conditions(project_id)).order_by(RequestLog.started_at, RequestLog.id)
+    yield from s.scalars(q.execution_options(yield_per=500))
+
+
+def get(s: Session, log_id: str, project_id: str) -> RequestLog:
+    row = s.get(RequestLog, log_id)
+    if row is None or row.project_id != project_id:
+        raise NotFound(f"No log {log_id} in this project: `tuneforge logs list` shows the ids", param="log_id")
+    return row
+
+
+GROUPS = ("model", "day", "tag:KEY")
+
+
+def costs(s: Session, project_id: str, flt: LogFilter, by: str = "model") -> list[dict[str, Any]]:
+    """Calls, tokens and USD per model, per day (UTC) or per value of one tag (`tag:team`)."""
+    if by == "model":
+        key = RequestLog.model
+        q = select(key)
+    elif by == "day":
+        key = func.date(func.to_timestamp(RequestLog.started_at)) if s.bind.dialect.name == "postgresql" \
+            else func.date(RequestLog.started_at, "unixepoch")
+        q = select(key)
+    elif by.startswith("tag:") and len(by) > 4:
+        key = LogTag.value
+        q = select(key).join(LogTag, and_(LogTag.log_id == RequestLog.id, LogTag.key == by[4:]))
+    else:
+        raise UserError(f"cannot group costs by '{by}': use one of {', '.join(GROUPS)}", param="by")
+    q = q.add_columns(
+        func.count(), func.sum(RequestLog.prompt_tokens), func.sum(RequestLog.completion_tokens),
+        func.sum(RequestLog.cost_usd), func.count(RequestLog.cost_usd),
+    ).where(*flt.conditions(project_id)).group_by(key).order_by(key)
+    return [
+        {"key": str(k), "calls": n, "prompt_tokens": int(p or 0), "completion_tokens": int(c or 0),
+         "cost_usd": float(cost or 0.0), "unpriced_calls": n - priced}
+        for k, n, p, c, cost, priced in s.execute(q)
+    ]
