@@ -1,3 +1,12 @@
 """Importing this module registers every command on the app."""
 
-from tuneforge.cli import data_cmd, demo_cmd, infer_cmd, models_cmd, serve_cmd, train_cmd  # noqa: F401
+from tuneforge.cli import (  # noqa: F401
+    data_cmd,
+    datasets_cmd,
+    demo_cmd,
+    infer_cmd,
+    logs_cmd,
+    models_cmd,
+    serve_cmd,
+    train_cmd,
+)

@@ -110,7 +110,8 @@ def _row(project_id: str, r: dict[str, Any], table: pricing.Pricing, created: in
         "response": None if response is None else json.dumps(response), "started_at": float(r["started_at"]),
         "latency_ms": float(r.get("latency_ms") or 0.0), "ttft_ms": r.get("ttft_ms"),
         "stream": bool(r.get("stream")), "prompt_tokens": prompt, "completion_tokens": completion,
-        "cost_usd": table.cost(priced, prompt, completion) if usage else None, "tags": r.get("tags") or {}, "created_at": created,
+        "cost_usd": table.cost(priced, prompt, completion) if usage else None, "tags": r.get("tags") or {},
+        "created_at": created,
     }
 
 

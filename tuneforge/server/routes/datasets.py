@@ -28,9 +28,12 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 def to_api(s, ds: Dataset) -> DatasetObject:
     job = s.get(Job, ds.job_id) if ds.job_id else None
+    counts = dict(ds.counts or {})
+    if ds.status == "relabeling":
+        counts["answered"] = datasets.entry_count(s, ds.id)
     return DatasetObject(
         id=ds.id, name=ds.name, created_at=ds.created_at, status=ds.status, source=ds.source, params=ds.params,
-        pruning_rules=ds.pruning_rules or [], counts=ds.counts or {}, parent_id=ds.parent_id,
+        pruning_rules=ds.pruning_rules or [], counts=counts, parent_id=ds.parent_id,
         job=DatasetJob(id=job.id, status=job.status, error=job.error) if job else None,
     )
 
