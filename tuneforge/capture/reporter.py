@@ -35,13 +35,14 @@ def logs_url(base_url: str) -> str:
 
 class Reporter:
     def __init__(self, base_url: str, api_key: str, spool_dir: Path | None = None, *, batch_size: int = 256,
-                 linger: float = 0.05, max_backoff: float = 30.0):
+                 linger: float = 0.25, max_backoff: float = 30.0):
         self.url, self.api_key = logs_url(base_url), api_key
         digest = hashlib.sha256(f"{self.url}\n{api_key}".encode()).hexdigest()[:16]
         self.spool = Spool(spool_dir or paths.data_dir() / "spool" / digest)
         self.batch_size, self.linger, self.max_backoff = batch_size, linger, max_backoff
         self._queue: deque[Record] = deque()
         self._wake = threading.Condition()
+        self._hurry = threading.Event()  # flush(): stop lingering
         self._backoff, self._retry_at = 0.0, 0.0
         self._warned: set[str] = set()
         self._http = httpx.Client(timeout=httpx.Timeout(10.0, connect=2.0),
@@ -64,6 +65,7 @@ class Reporter:
         while self._queue or self._busy or self.spool.pending():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+            self._hurry.set()
             with self._wake:
                 self._wake.notify()
             time.sleep(0.01)
@@ -80,8 +82,9 @@ class Reporter:
             with self._wake:
                 if not self._queue:
                     self._wake.wait(timeout=self._idle_wait())
-            if self._queue:
-                time.sleep(self.linger)  # let a batch gather
+            if self._queue and len(self._queue) < self.batch_size:
+                self._hurry.wait(self.linger)  # let a batch gather (fewer, larger requests to the platform)
+            self._hurry.clear()
             self._busy = True
             try:
                 self._write_batch()
