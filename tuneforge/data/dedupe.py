@@ -13,7 +13,8 @@ _WORDS = re.compile(r"\w+", re.UNICODE)
 
 
 def normalise(text: str) -> str:
-    return " ".join(_WORDS.findall(text.lower()))
+    """Lower case, whitespace runs as one space."""
+    return " ".join(text.lower().split())
 
 
 def exact_duplicates(texts: list[str]) -> list[int]:
@@ -29,7 +30,7 @@ def exact_duplicates(texts: list[str]) -> list[int]:
 
 
 def _shingles(text: str, n: int = 3) -> set[bytes]:
-    words = normalise(text).split()
+    words = _WORDS.findall(text.lower())
     if len(words) < n:
         return {" ".join(words).encode()}
     return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
