@@ -149,7 +149,7 @@ def running(latency_ms: float = 0.0):
                 time.sleep(0.1)
         yield url + "/v1"
     finally:
-        proc.terminate()
+        proc.kill()  # it may hold a deliberately slow request open
         proc.wait(timeout=10)
 
 

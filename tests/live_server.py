@@ -24,11 +24,11 @@ class Server:
     """`tuneforge serve` on a free port; stopped (workers too) when the `with` block ends."""
 
     def __init__(self, data_dir: Path, *, database_url: str | None = None, workers: int = 1,
-                 stale_after: float = 30.0, extra: tuple[str, ...] = ()):
+                 stale_after: float = 30.0, extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.data_dir, self.database_url = data_dir, database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data_dir)}
+        self.env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data_dir), **(env or {})}
         if database_url:
             self.env["TUNEFORGE_DATABASE_URL"] = database_url
         self.args = ["--port", str(self.port), "--workers", str(workers), "--stale-after", str(stale_after), *extra]
