@@ -114,6 +114,9 @@ def _from_logs(s: Session, project_id: str, flt: logs.LogFilter) -> list[Candida
 
 def _from_file(s: Session, project_id: str, file_id: str) -> list[Candidate]:
     row = files.get(s, file_id, project_id=project_id)
+    if row.purpose != "fine-tune":
+        raise UserError(f"file {file_id} has purpose '{row.purpose}': datasets take files uploaded with purpose "
+                        "'fine-tune' (checked line by line on upload)", param="file_id")
     out = []
     with open(row.path) as f:
         for line_no, line in enumerate(f, 1):
@@ -129,7 +132,7 @@ def create(s: Session, project_id: str, *, name: str, recipe: Recipe, log_filter
     recipe.check()
     if (log_filter is None) == (file_id is None):
         raise UserError("give either a log filter or a file id as the dataset's source", param="source")
-    if file_id:
+    if file_id is not None:
         candidates, source = _from_file(s, project_id, file_id), {"file": file_id}
     else:
         candidates, source = _from_logs(s, project_id, log_filter), {"logs": log_filter.as_dict()}
