@@ -121,7 +121,7 @@ def test_spool_claims_each_batch_once_and_keeps_rejected_ones(tmp_path):
     spool.write([{"id": "log-2"}, {"id": "log-3"}])
     assert spool.pending()[0] == first
     claimed, records = spool.claim(first)
-    assert records == [{"id": "log-1"}] and spool.claim(first) is None  # a second sender gets nothing
+    assert records == [b'{"id":"log-1"}'] and spool.claim(first) is None  # a second sender gets nothing
     spool.release(claimed)
     assert len(spool.pending()) == 2
     claimed, _ = spool.claim(spool.pending()[0])

@@ -22,7 +22,8 @@ from tuneforge import paths
 from tuneforge.capture.spool import Spool
 
 log = logging.getLogger("tuneforge.capture")
-Record = dict[str, Any] | Callable[[], dict[str, Any]]  # a callable is built in the reporter's thread
+# a record: a dict, JSON text, or a callable returning either (called in the reporter's thread)
+Record = dict[str, Any] | str | Callable[[], dict[str, Any] | str]
 RETRYABLE = {408, 409, 425, 429}
 
 
@@ -136,9 +137,10 @@ class Reporter:
                 self._retry_at = time.monotonic() + self._backoff
                 return
 
-    def _send(self, records: list[dict[str, Any]]) -> str:
+    def _send(self, lines: list[bytes]) -> str:
+        body = b'{"logs":[' + b",".join(lines) + b"]}"  # the spooled JSON as it is: no parse, no re-encode
         try:
-            r = self._http.post(self.url, json={"logs": records})
+            r = self._http.post(self.url, content=body, headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
             self._warn("down", f"tuneforge capture: platform at {self.url} unreachable ({type(exc).__name__}); "
                                "spooling calls to disk until it is back")

@@ -23,11 +23,12 @@ class Spool:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._reclaim()
 
-    def write(self, records: list[dict[str, Any]]) -> Path:
+    def write(self, records: list[dict[str, Any] | str]) -> Path:
+        """One batch: records as dicts or as JSON text already."""
         name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
         tmp = self.folder / f".{name}.tmp"
         with open(tmp, "w") as f:
-            f.writelines(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            f.writelines((r if isinstance(r, str) else json.dumps(r, separators=(",", ":"))) + "\n" for r in records)
         os.replace(tmp, self.folder / name)
         return self.folder / name
 
@@ -35,14 +36,14 @@ class Spool:
         """Unclaimed batches, oldest first."""
         return sorted(self.folder.glob("*.jsonl"))
 
-    def claim(self, path: Path) -> tuple[Path, list[dict[str, Any]]] | None:
+    def claim(self, path: Path) -> tuple[Path, list[bytes]] | None:
+        """Take a batch to send: (its claimed path, its records as JSON lines), or None if already taken."""
         claimed = path.with_name(f"{path.name}.sending-{os.getpid()}")
         try:
             os.rename(path, claimed)
         except FileNotFoundError:  # another process took it
             return None
-        records = [json.loads(line) for line in claimed.read_text().splitlines() if line.strip()]
-        return claimed, records
+        return claimed, [line for line in claimed.read_bytes().splitlines() if line.strip()]
 
     def done(self, claimed: Path) -> None:
         claimed.unlink(missing_ok=True)
