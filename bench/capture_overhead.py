@@ -121,7 +121,8 @@ def ingest_rate(platform: str, key: str, batches: int = 20, size: int = 256) -> 
                 "choices": [{"index": 0, "message": reply, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 30, "completion_tokens": 8}}
     record = {"source": "sdk", "model": "gpt-4o", "request": {"model": "gpt-4o", "messages": MESSAGES},
-              "response": response, "status": 200, "started_at": time.time(), "latency_ms": 20.0, "tags": {"run": "ingest"}}
+              "response": response, "status": 200, "started_at": time.time(), "latency_ms": 20.0,
+              "tags": {"run": "ingest"}}
     bodies = [json.dumps({"logs": [{**record, "id": f"log-{uuid.uuid4().hex}"} for _ in range(size)]})
               for _ in range(batches)]
     with httpx.Client(headers={"authorization": f"Bearer {key}", "content-type": "application/json"}) as http:
