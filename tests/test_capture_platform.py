@@ -14,6 +14,7 @@ import openai
 import pytest
 from helpers import cli
 from live_server import Server, start_worker
+from pydantic import BaseModel
 from sqlalchemy import MetaData, create_engine, select
 
 import tuneforge
@@ -166,6 +167,13 @@ def test_sdk_wrapper_reports_calls_streams_and_errors_without_touching_them(tmp_
             client.chat.completions.create(model="fail-429", messages=USER)
         assert isinstance(client.with_options(timeout=30), tuneforge.OpenAI)
 
+        class Record(BaseModel):
+            name: str
+            city: str
+
+        parsed = client.chat.completions.parse(model="gpt-4o-mini", messages=USER, response_format=Record)
+        assert parsed.choices[0].message.parsed == Record(name="Ada", city="London")
+
         async def app() -> str:
             aclient = tuneforge.AsyncOpenAI(base_url=upstream, api_key=APP_KEY, max_retries=0, tuneforge=opts)
             await aclient.chat.completions.create(model="gpt-4o-mini", messages=USER, tuneforge={"tags": {"step": 2}})
@@ -176,8 +184,11 @@ def test_sdk_wrapper_reports_calls_streams_and_errors_without_touching_them(tmp_
         assert asyncio.run(app()) == text
         assert client.flush(timeout=30) is True
         rows = logs(server, key)
-        assert len(rows) == 5 and all(r["source"] == "sdk" and r["tags"]["app"] == "checkout" for r in rows)
-        assert sorted(r["tags"].get("step", "-") for r in rows) == ["-", "-", "-", "1", "2"]
+        assert len(rows) == 6 and all(r["source"] == "sdk" and r["tags"]["app"] == "checkout" for r in rows)
+        assert sorted(r["tags"].get("step", "-") for r in rows) == ["-", "-", "-", "-", "1", "2"]
+        parse_log = next(full_log(server, key, r["id"]) for r in rows
+                         if "response_format" in full_log(server, key, r["id"])["request"])
+        assert parse_log["request"]["response_format"]["json_schema"]["schema"]["required"] == ["name", "city"]
         error = next(r for r in rows if not r["ok"])
         assert error["status"] == 429 and error["error"]["code"] == "rate_limit_exceeded"
         streams = [full_log(server, key, r["id"]) for r in rows if r["stream"]]

@@ -98,7 +98,7 @@ class _Call:
         if hasattr(response, "parse") and not hasattr(response, "model_dump_json"):  # with_raw_response
             response = response.parse()
         head = json.dumps(self._record(None, 200, None, latency), separators=(",", ":"))
-        return head[:-1] + ',"response":' + response.model_dump_json(exclude_unset=True) + "}"
+        return head[:-1] + ',"response":' + response.model_dump_json(exclude_unset=True, warnings=False) + "}"
 
     def _record(self, response: dict | None, status: int | None, error: Any, latency: float) -> dict[str, Any]:
         record = {
@@ -114,7 +114,7 @@ class _Call:
 
 
 def _dump(obj: Any) -> dict[str, Any]:
-    return obj if isinstance(obj, dict) else obj.model_dump(mode="json", exclude_unset=True)
+    return obj if isinstance(obj, dict) else obj.model_dump(mode="json", exclude_unset=True, warnings=False)
 
 
 def _tee(call: _Call, iterator):
@@ -149,11 +149,18 @@ async def _atee(call: _Call, iterator):
 
 class _CapturedCompletions(Completions):
     def create(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
+        return self._captured(super().create, args, kwargs, tuneforge)
+
+    def parse(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
+        """Structured outputs (`response_format=SomeModel`): captured like `create`."""
+        return self._captured(super().parse, args, kwargs, tuneforge)
+
+    def _captured(self, method, args, kwargs, tuneforge):
         call = self._client._tuneforge.start(kwargs, tuneforge)
         if call is None:
-            return super().create(*args, **kwargs)
+            return method(*args, **kwargs)
         try:
-            result = super().create(*args, **kwargs)
+            result = method(*args, **kwargs)
         except BaseException as exc:
             call.failed(exc)
             raise
@@ -166,11 +173,17 @@ class _CapturedCompletions(Completions):
 
 class _CapturedAsyncCompletions(AsyncCompletions):
     async def create(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
+        return await self._captured(super().create, args, kwargs, tuneforge)
+
+    async def parse(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
+        return await self._captured(super().parse, args, kwargs, tuneforge)
+
+    async def _captured(self, method, args, kwargs, tuneforge):
         call = self._client._tuneforge.start(kwargs, tuneforge)
         if call is None:
-            return await super().create(*args, **kwargs)
+            return await method(*args, **kwargs)
         try:
-            result = await super().create(*args, **kwargs)
+            result = await method(*args, **kwargs)
         except BaseException as exc:
             call.failed(exc)
             raise

@@ -28,10 +28,10 @@ def json_safe(value: Any) -> Any:
         return {str(k): json_safe(v) for k, v in value.items() if not _sentinel(v)}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value if not _sentinel(v)]
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json", exclude_unset=True)
     if isinstance(value, type) and hasattr(value, "model_json_schema"):  # response_format=SomeModel in .parse()
         return {"type": "json_schema", "json_schema": {"name": value.__name__, "schema": value.model_json_schema()}}
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", exclude_unset=True)
     return str(value)
 
 
