@@ -100,6 +100,11 @@ def test_captured_calls_become_a_fine_tuned_model_that_beats_the_base(tmp_path):
         trained_on = client.files.content(job.training_file).text
         assert SYSTEM not in trained_on and len(trained_on.splitlines()) == 80
 
+        user = tests[0]["messages"][1]["content"]
+        with_prompt, without = (client.chat.completions.create(model=job.fine_tuned_model, messages=m, max_tokens=1)
+                                for m in (messages(user), [{"role": "user", "content": user}]))
+        assert with_prompt.usage.prompt_tokens == without.usage.prompt_tokens  # the server pruned the system prompt
+
         base = score(client, "smollm2-135m-instruct", tests)
         tuned = score(client, job.fine_tuned_model, tests)
         print(f"exact match on the captured test split: base {base:.2f}, fine-tuned {tuned:.2f}")

@@ -304,3 +304,12 @@ def test_cli_and_relabel_job_with_retries_and_resume(tmp_path, upstream):
         assert sum(e["messages"][-1]["content"] == "earlier" for e in entries) == 4
         assert {e["lineage"]["log"] for e in entries} <= {r["id"] for r in logs(server, key)}
         db.dispose()
+
+        # a relabel nobody has picked up yet is cancelled; cancelling twice is a conflict
+        pending = httpx.post(f"{server.url}/v1/datasets/{ds_id}/relabel", headers={"authorization": f"Bearer {key}"},
+                             json={"model": "gpt-4o"}).json()
+        assert "cancelled" in cli("datasets", "cancel", pending["id"], env=env).stderr
+        shown = httpx.get(f"{server.url}/v1/datasets/{pending['id']}", headers={"authorization": f"Bearer {key}"})
+        assert shown.json()["status"] == "cancelled" and shown.json()["job"]["status"] == "cancelled"
+        again = cli("datasets", "cancel", pending["id"], env=env, check=False)
+        assert again.returncode == 1 and "only a dataset being relabeled" in again.stderr

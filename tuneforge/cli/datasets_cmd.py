@@ -1,4 +1,4 @@
-"""`tuneforge datasets create|list|show|export|relabel`, through the platform's API."""
+"""`tuneforge datasets create|list|show|export|relabel|cancel`, through the platform's API."""
 
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def relabel(
     name: Annotated[str | None, typer.Option(help="Name of the new dataset.")] = None,
     concurrency: Annotated[int, typer.Option(help="Requests to the teacher at once.")] = 8,
     max_attempts: Annotated[int, typer.Option(help="Tries per entry (backoff between).")] = 5,
-    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = True,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends (Ctrl-C stops following, not the "
+                                             "job).")] = True,
     base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None,
 ) -> None:
     """A new dataset with every answer re-written by a teacher model (a job; resumable)."""
@@ -128,6 +129,12 @@ def relabel(
     if ds["status"] != "ready":
         raise UserError(f"relabel job {ds['job']['id']} ended {ds['job']['status']}: "
                         f"{(ds['job'].get('error') or {}).get('message', '')}")
+
+
+@datasets_app.command("cancel")
+def cancel(dataset_id: str, base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """Stop the relabel job filling a dataset (its answers so far are kept)."""
+    _print(Platform(base_url, api_key).json("POST", f"/v1/datasets/{dataset_id}/cancel"))
 
 
 def _print(ds: dict) -> None:

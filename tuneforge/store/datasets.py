@@ -218,7 +218,8 @@ def add_relabeled(s: Session, ds_id: str, parent_entry: DatasetEntry, answer: di
 
 def finish_relabel(s: Session, ds_id: str, status: str) -> None:
     ds = s.get(Dataset, ds_id)
-    ds.status = status
+    if ds.status == "relabeling":  # a cancelled dataset stays cancelled
+        ds.status = status
     sides = dict(s.execute(select(DatasetEntry.split, func.count()).where(DatasetEntry.dataset_id == ds_id)
                            .group_by(DatasetEntry.split)).all())
     ds.counts = {**ds.counts, "train": sides.get("train", 0), "test": sides.get("test", 0)}

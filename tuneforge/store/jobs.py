@@ -64,9 +64,9 @@ def list_(s: Session, *, project_id: str, after: str | None, limit: int,
     return rows[:limit], len(rows) > limit
 
 
-def cancel(s: Session, job_id: str, *, project_id: str) -> Job:
+def cancel(s: Session, job_id: str, *, project_id: str, kind: str = "fine_tune") -> Job:
     """Cancel a job that has not finished; a running one stops at its worker's next heartbeat."""
-    job = get(s, job_id, project_id=project_id)
+    job = get(s, job_id, project_id=project_id, kind=kind)
     if job.status in FINAL:
         raise Conflict(f"Job {job_id} has already {job.status}; only unfinished jobs can be cancelled",
                        code="invalid_state")

@@ -139,7 +139,7 @@ class Dataset(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(32))  # "ready" | "relabeling" | "failed"
+    status: Mapped[str] = mapped_column(String(32))  # "ready" | "relabeling" | "failed" | "cancelled"
     source: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"logs": filter} | {"file": id} | {"relabel": {...}}
     params: Mapped[dict[str, Any]] = mapped_column(JSON)  # sample, dedupe, split, seed, label
     pruning_rules: Mapped[list[Any]] = mapped_column(JSON, default=list)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from tuneforge.capture import upstreams
-from tuneforge.errors import UserError
+from tuneforge.errors import Conflict, UserError
 from tuneforge.server.capture_protocol import (
     DatasetCreate,
     DatasetEntryList,
@@ -82,6 +82,19 @@ def export(state: StateDep, project: ProjectDep, dataset_id: str, split: Literal
     with state.db.session() as s:
         lines = datasets.export_lines(s, datasets.get(s, dataset_id, project.id), split)
     return PlainTextResponse("".join(line + "\n" for line in lines), media_type="application/jsonl")
+
+
+@router.post("/{dataset_id}/cancel", response_model=DatasetObject)
+def cancel(state: StateDep, project: ProjectDep, dataset_id: str):
+    """Stop the relabel job filling this dataset; what it answered so far stays, the dataset is `cancelled`."""
+    with state.db.session() as s:
+        ds = datasets.get(s, dataset_id, project.id)
+        if ds.status != "relabeling" or ds.job_id is None:
+            raise Conflict(f"dataset {dataset_id} is {ds.status}: only a dataset being relabeled can be cancelled",
+                           param="dataset_id", code="invalid_state")
+        jobs.cancel(s, ds.job_id, project_id=project.id, kind="relabel")
+        ds.status = "cancelled"
+        return to_api(s, ds)
 
 
 @router.post("/{dataset_id}/relabel", response_model=DatasetObject)
