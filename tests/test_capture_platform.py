@@ -265,6 +265,8 @@ def test_cli_and_relabel_job_with_retries_and_resume(tmp_path, upstream):
         assert "gpt-4o" in cli("logs", "costs", "--by", "model", env=env).stdout
         bad = cli("logs", "list", "--status", "great", env=env, check=False)
         assert bad.returncode == 1 and "status filter 'great'" in bad.stderr and "Traceback" not in bad.stderr
+        bad = cli("logs", "export", "--out", str(out_file), "--since", "yesterday", env=env, check=False)
+        assert bad.returncode == 1 and "since: 'yesterday' is not a time" in bad.stderr
 
         made = cli("datasets", "create", "convert", "--dedupe", "exact", "--test-fraction", "0.2", env=env)
         ds_id = made.stdout.strip().splitlines()[-1]

@@ -92,9 +92,8 @@ def export(dataset_id: str, out_file: Annotated[Path, typer.Option("--out", help
            base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None) -> None:
     """OpenAI fine-tuning JSONL, pruning rules applied."""
     params = {"split": split} if split else {}
-    text = Platform(base_url, api_key).call("GET", f"/v1/datasets/{dataset_id}/export", params=params).text
-    out_file.write_text(text)
-    console.print(f"wrote {text.count(chr(10))} examples to {out_file}")
+    n = Platform(base_url, api_key).download(f"/v1/datasets/{dataset_id}/export", out_file, params=params)
+    console.print(f"wrote {n} examples to {out_file}")
 
 
 @datasets_app.command("relabel")

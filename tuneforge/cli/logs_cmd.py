@@ -66,10 +66,9 @@ def export(out_file: Annotated[Path, typer.Option("--out", help="JSONL file to w
            model: Model = None, tag: Tag = None, status: Status = "ok", since: Since = None, until: Until = None,
            search: Search = None, base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None) -> None:
     """Matching calls as OpenAI fine-tuning JSONL (the request's messages + the reply)."""
-    text = Platform(base_url, api_key).call("GET", "/v1/logs/export",
-                                            params=_params(model, tag, status, since, until, search)).text
-    out_file.write_text(text)
-    console.print(f"wrote {text.count(chr(10))} examples to {out_file}")
+    n = Platform(base_url, api_key).download("/v1/logs/export", out_file,
+                                             params=_params(model, tag, status, since, until, search))
+    console.print(f"wrote {n} examples to {out_file}")
 
 
 @logs_app.command("costs")

@@ -6,6 +6,7 @@ same variables the SDK wrapper reads. Errors come back as the server's one-line 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -33,15 +34,38 @@ class Platform:
         try:
             r = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ConfigError(f"cannot reach the platform at {self.root} ({type(exc).__name__}): start it with "
-                              "`tuneforge serve`, or point --base-url / TUNEFORGE_BASE_URL at it") from None
+            raise self._unreachable(exc) from None
         if r.status_code >= 400:
-            try:
-                message = r.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = r.text[:300]
-            raise TuneforgeError(f"{message} (HTTP {r.status_code})")
+            raise _error(r)
         return r
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.call(method, path, **kwargs).json()
+
+    def download(self, path: str, out: Path, **kwargs: Any) -> int:
+        """GET a JSONL body into a file as it streams; the number of lines written."""
+        lines = 0
+        try:
+            with self.http.stream("GET", path, **kwargs) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise _error(r)
+                with open(out, "wb") as f:
+                    for chunk in r.iter_bytes():
+                        f.write(chunk)
+                        lines += chunk.count(b"\n")
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        return lines
+
+    def _unreachable(self, exc: Exception) -> ConfigError:
+        return ConfigError(f"cannot reach the platform at {self.root} ({type(exc).__name__}): start it with "
+                           "`tuneforge serve`, or point --base-url / TUNEFORGE_BASE_URL at it")
+
+
+def _error(r: httpx.Response) -> TuneforgeError:
+    try:
+        message = r.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = r.text[:300]
+    return TuneforgeError(f"{message} (HTTP {r.status_code})")

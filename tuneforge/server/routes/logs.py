@@ -6,7 +6,7 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tuneforge.capture.record import example
 from tuneforge.server.capture_protocol import CostReport, CostRow, LogList, LogObject, LogReport, LogReportResult
@@ -57,15 +57,18 @@ def list_logs(state: StateDep, project: ProjectDep, model: str | None = None,
 def export(state: StateDep, project: ProjectDep, model: str | None = None,
            tag: Annotated[list[str] | None, Query()] = None, status: str | None = "ok",
            since: str | None = None, until: str | None = None, q: str | None = None):
-    """Matching successful calls as OpenAI fine-tuning JSONL: the request's messages + the reply."""
+    """Matching successful calls as OpenAI fine-tuning JSONL: the request's messages + the reply (streamed)."""
     flt = log_filter(model, tag, status, since, until, q)
-    lines = []
-    with state.db.session() as s:
-        for row in logs.matching(s, project.id, flt):
-            ex = example(json.loads(row.request), json.loads(row.response) if row.response else None)
-            if ex is not None:
-                lines.append(json.dumps(ex, ensure_ascii=False))
-    return PlainTextResponse("".join(line + "\n" for line in lines), media_type="application/jsonl")
+    flt.conditions(project.id)  # a bad filter is a 400 now, not a broken stream later
+
+    def lines():
+        with state.db.session() as s:
+            for row in logs.matching(s, project.id, flt):
+                ex = example(json.loads(row.request), json.loads(row.response) if row.response else None)
+                if ex is not None:
+                    yield json.dumps(ex, ensure_ascii=False) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/jsonl")
 
 
 @router.get("/costs", response_model=CostReport)
