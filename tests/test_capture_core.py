@@ -23,6 +23,10 @@ def test_pricing_prices_snapshots_as_their_family_and_takes_user_overrides(tmp_p
     assert table.price("gpt-4o-mini-2024-07-18") == table.price("gpt-4o-mini") != table.price("gpt-4o")
     assert table.price("openai/gpt-4.1-nano") == table.price("gpt-4.1-nano")
     assert table.cost("my-own-model", 10, 10) is None
+    haiku = table.price("claude-haiku-4-5")
+    assert table.price("claude-haiku-4-5-20251001") == haiku != table.price("claude-3-5-haiku")
+    assert table.price("o1-mini-2024-09-12") == table.price("o1-mini") != table.price("o1")
+    assert table.price("o3-deep-research") is None  # a variant we do not list is unpriced, not priced as o3
 
     user = tmp_path / "prices.json"
     user.write_text(json.dumps({"models": {"gpt-4o": {"input": 1.0, "output": 2.0}, "acme-7b": {"input": 0.1,

@@ -157,7 +157,10 @@ def test_sdk_wrapper_reports_calls_streams_and_errors_without_touching_them(tmp_
         client = tuneforge.OpenAI(base_url=upstream, api_key=APP_KEY, max_retries=0, tuneforge=opts)
         plain = openai.OpenAI(base_url=upstream, api_key=APP_KEY, max_retries=0)
 
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=USER, tuneforge={"tags": {"step": 1}})
+        conversation = list(USER)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=conversation,
+                                               tuneforge={"tags": {"step": 1}})
+        conversation.append(reply.choices[0].message.model_dump())  # what chat apps do next: not in the log
         assert reply.model_dump(exclude={"created"}) == plain.chat.completions.create(
             model="gpt-4o-mini", messages=USER).model_dump(exclude={"created"})
         text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
@@ -165,6 +168,10 @@ def test_sdk_wrapper_reports_calls_streams_and_errors_without_touching_them(tmp_
         assert text == reply.choices[0].message.content
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="fail-429", messages=USER)
+        early = client.chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
+        next(iter(early))
+        early.close()  # the app stops reading after the first chunk
+        client.chat.completions.create(model="m" * 400, messages=USER)  # a record the platform refuses (422)
         assert isinstance(client.with_options(timeout=30), tuneforge.OpenAI)
 
         class Record(BaseModel):
@@ -184,14 +191,22 @@ def test_sdk_wrapper_reports_calls_streams_and_errors_without_touching_them(tmp_
         assert asyncio.run(app()) == text
         assert client.flush(timeout=30) is True
         rows = logs(server, key)
-        assert len(rows) == 6 and all(r["source"] == "sdk" and r["tags"]["app"] == "checkout" for r in rows)
-        assert sorted(r["tags"].get("step", "-") for r in rows) == ["-", "-", "-", "-", "1", "2"]
+        assert len(rows) == 7 and all(r["source"] == "sdk" and r["tags"]["app"] == "checkout" for r in rows)
+        assert sorted(r["tags"].get("step", "-") for r in rows) == ["-", "-", "-", "-", "-", "1", "2"]
+        rejected = list((tmp_path / "spool" / "rejected").glob("*.jsonl"))  # alone: the rest of its batch got in
+        assert len(rejected) == 1 and len(rejected[0].read_text().splitlines()) == 1
+        assert json.loads(rejected[0].read_text())["model"] == "m" * 400
+        stopped = next(full_log(server, key, r["id"]) for r in rows if r["error"] and r["ok"] is False
+                       and r["status"] == 200)
+        assert stopped["error"]["type"] == "incomplete" and stopped["response"]["choices"][0]["message"]["role"]
+        first = next(full_log(server, key, r["id"]) for r in rows if r["tags"].get("step") == "1")
+        assert first["request"]["messages"] == USER
         parse_log = next(full_log(server, key, r["id"]) for r in rows
                          if "response_format" in full_log(server, key, r["id"])["request"])
         assert parse_log["request"]["response_format"]["json_schema"]["schema"]["required"] == ["name", "city"]
-        error = next(r for r in rows if not r["ok"])
+        error = next(r for r in rows if r["status"] == 429)
         assert error["status"] == 429 and error["error"]["code"] == "rate_limit_exceeded"
-        streams = [full_log(server, key, r["id"]) for r in rows if r["stream"]]
+        streams = [full_log(server, key, r["id"]) for r in rows if r["stream"] and r["ok"]]
         assert [s["response"]["choices"][0]["message"]["content"] for s in streams] == [text, text]
         assert sorted(s["completion_tokens"] > 0 for s in streams) == [False, True]  # usage only when asked
         assert len(logs(server, key, tag="step=2")) == 1

@@ -1,9 +1,12 @@
 """`tuneforge.OpenAI` / `tuneforge.AsyncOpenAI`: the official clients, calling the provider directly with the
 user's own key, plus a record of every chat completion for the platform.
 
-The call path only stamps times and appends to the reporter's queue; turning the response into JSON and
-sending it happen in the reporter's thread. Streams are recorded as they are consumed and reported, put back
-together, when they end (or stop early). Reporting problems are logged, never raised.
+The call path copies the request (the app may append to its `messages` right after), stamps times and
+appends to the reporter's queue; turning the response into JSON and sending it happen in the reporter's
+thread. Streams are recorded as they are consumed and reported, put back together, when they end, fail or are
+closed early. Capture problems (no platform configured, an unusable spool folder, odd tags) are logged once
+as warnings; the app's own calls behave exactly as with `openai.OpenAI`. `with_raw_response` and
+`with_streaming_response` calls are passed through uncaptured.
 
     client = tuneforge.OpenAI(tuneforge={"base_url": "http://localhost:8000", "api_key": "tf-...",
                                          "tags": {"app": "support"}})
@@ -32,40 +35,61 @@ log = logging.getLogger("tuneforge.capture")
 class Capture:
     """Where a client's records go, and the tags every record of that client carries."""
 
-    _warned = False
+    _warned: set[str] = set()
 
     def __init__(self, options: dict[str, Any] | None):
-        options = dict(options or {})
+        options = dict(options or {}) if isinstance(options, dict) else {}
         base_url = options.get("base_url") or os.environ.get("TUNEFORGE_BASE_URL")
         api_key = options.get("api_key") or os.environ.get("TUNEFORGE_API_KEY")
-        self.tags = {str(k): str(v) for k, v in (options.get("tags") or {}).items()}
+        self.tags = _tags(options.get("tags"))
         self.reporter = None
+        self.problem = ("no platform configured (set TUNEFORGE_BASE_URL and TUNEFORGE_API_KEY, or pass "
+                        "tuneforge={'base_url': ..., 'api_key': ...})")
         if base_url and api_key:
-            self.reporter = reporter.shared(base_url, api_key, options.get("spool_dir"))
-        elif not Capture._warned:
-            Capture._warned = True
-            log.warning("tuneforge: no platform configured (set TUNEFORGE_BASE_URL and TUNEFORGE_API_KEY, or "
-                        "pass tuneforge={'base_url': ..., 'api_key': ...}); calls are not captured")
+            try:
+                self.reporter = reporter.shared(base_url, api_key, options.get("spool_dir"))
+            except Exception as exc:  # e.g. a spool folder that cannot be written
+                self.problem = f"cannot start capturing ({type(exc).__name__}: {exc})"
 
-    def start(self, kwargs: dict[str, Any], per_call: dict[str, Any] | None) -> _Call | None:
+    def start(self, kwargs: dict[str, Any], per_call: Any) -> _Call | None:
         if self.reporter is None:
+            warn_once(self.problem, f"tuneforge: {self.problem}; calls are not captured")
             return None
-        tags = self.tags
-        if per_call and per_call.get("tags"):
-            tags = {**tags, **{str(k): str(v) for k, v in per_call["tags"].items()}}
-        return _Call(self.reporter, kwargs, tags)
+        try:
+            tags = {**self.tags, **_tags(per_call.get("tags"))} if isinstance(per_call, dict) else self.tags
+            return _Call(self.reporter, kwargs, tags)
+        except Exception as exc:
+            warn_once("start", f"tuneforge: could not record a call ({type(exc).__name__}: {exc})")
+            return None
 
     def flush(self, timeout: float | None) -> bool:
         return True if self.reporter is None else self.reporter.flush(timeout)
 
 
-class _Call:
-    """One call in flight: its timings, then its record."""
+def warn_once(kind: str, message: str) -> None:
+    if kind not in Capture._warned:
+        Capture._warned.add(kind)
+        log.warning(message)
 
-    __slots__ = ("reporter", "kwargs", "tags", "id", "t0", "started_at", "ttft", "chunks")
+
+def _tags(tags: Any) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict):
+        warn_once("tags", f"tuneforge: tags must be a dict of strings, not {type(tags).__name__}; ignored")
+        return {}
+    return {str(k)[:64]: str(v)[:500] for k, v in tags.items()}
+
+
+class _Call:
+    """One call in flight: its request (copied now), its timings, then its record."""
+
+    __slots__ = ("reporter", "request", "model", "stream", "tags", "id", "t0", "started_at", "ttft", "chunks")
 
     def __init__(self, reporter_: reporter.Reporter, kwargs: dict[str, Any], tags: dict[str, str]):
-        self.reporter, self.kwargs, self.tags = reporter_, kwargs, tags
+        self.reporter, self.tags = reporter_, tags
+        self.request = rec.request_body(kwargs)  # a copy: later changes to the app's lists do not reach it
+        self.model, self.stream = kwargs.get("model"), bool(kwargs.get("stream"))
         self.id, self.started_at, self.t0 = rec.new_id(), time.time(), time.perf_counter()
         self.ttft: float | None = None
         self.chunks: list[Any] = []
@@ -95,18 +119,16 @@ class _Call:
 
     def _line(self, response: Any, latency: float) -> str:
         """A successful call's record as JSON text, the response serialized by pydantic's own (fast) encoder."""
-        if hasattr(response, "parse") and not hasattr(response, "model_dump_json"):  # with_raw_response
-            response = response.parse()
         head = json.dumps(self._record(None, 200, None, latency), separators=(",", ":"))
         return head[:-1] + ',"response":' + response.model_dump_json(exclude_unset=True, warnings=False) + "}"
 
     def _record(self, response: dict | None, status: int | None, error: Any, latency: float) -> dict[str, Any]:
         record = {
-            "id": self.id, "source": "sdk", "model": self.kwargs.get("model"),
-            "request": rec.request_body(self.kwargs), "status": status, "error": error,
+            "id": self.id, "source": "sdk", "model": self.model, "request": self.request, "status": status,
+            "error": error,
             "started_at": self.started_at, "latency_ms": round(latency, 3),
             "ttft_ms": None if self.ttft is None else round(self.ttft, 3),
-            "stream": bool(self.kwargs.get("stream")), "tags": self.tags,
+            "stream": self.stream, "tags": self.tags,
         }
         if response is not None:
             record["response"] = response
@@ -165,8 +187,15 @@ class _CapturedCompletions(Completions):
             call.failed(exc)
             raise
         if isinstance(result, openai.Stream):
-            result._iterator = _tee(call, result._iterator)
-        else:
+            tee = result._iterator = _tee(call, result._iterator)
+            close = result.close
+
+            def close_both() -> None:  # an app that closes early still gets its partial call recorded
+                close()
+                tee.close()
+
+            result.close = close_both
+        elif hasattr(result, "model_dump_json"):
             call.succeeded(result)
         return result
 
@@ -188,8 +217,15 @@ class _CapturedAsyncCompletions(AsyncCompletions):
             call.failed(exc)
             raise
         if isinstance(result, openai.AsyncStream):
-            result._iterator = _atee(call, result._iterator)
-        else:
+            tee = result._iterator = _atee(call, result._iterator)
+            close = result.close
+
+            async def close_both() -> None:
+                await close()
+                await tee.aclose()
+
+            result.close = close_both
+        elif hasattr(result, "model_dump_json"):
             call.succeeded(result)
         return result
 

@@ -77,6 +77,10 @@ class Forwarder:
         call = _Call(base_record, body, time.perf_counter(), on_record)
         try:
             response = await self._client().post(upstream.endpoint(path), data=body, headers=out)
+        except aiohttp.ConnectionTimeoutError:
+            call.finish(None, None, {"type": "upstream_unreachable", "message": "connect timed out"})
+            raise UpstreamFailed(502, f"Cannot connect to the upstream at {upstream.url} within "
+                                 f"{self.connect_timeout:g} s", "upstream_unreachable") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             call.finish(None, None, {"type": "upstream_timeout", "message": f"no reply in {self.timeout:g} s"})
             raise UpstreamFailed(504, f"The upstream did not answer within {self.timeout:g} s", "upstream_timeout") \
@@ -121,6 +125,8 @@ class _Call:
         try:
             parsed = json.loads(data)
         except ValueError:
+            parsed = {"_raw": data[:4096].decode("utf-8", "replace")}
+        if not isinstance(parsed, dict):
             parsed = {"_raw": data[:4096].decode("utf-8", "replace")}
         if status < 300:
             self.finish(status, parsed, None)

@@ -1,14 +1,16 @@
 """The one pricing table: USD per million input and output tokens for common hosted models.
 
 `pricing.json` ships with the package; a user's file of the same shape ($TUNEFORGE_PRICING, else
-DATA_DIR/pricing.json) adds models or overrides prices. Dated snapshots (`gpt-4o-2024-08-06`) and provider
-prefixes (`openai/gpt-4o`) price as their family: the longest listed name the model starts with.
+DATA_DIR/pricing.json) adds models or overrides prices. Dated snapshots (`gpt-4o-2024-08-06`,
+`claude-sonnet-4-5-20250929`, `gpt-4-0613`, `...-latest`) and provider prefixes (`openai/gpt-4o`) price as
+the listed name; other variants (`o1-mini`, `gpt-4-32k`) are unpriced rather than guessed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +19,7 @@ from tuneforge import paths
 from tuneforge.errors import ConfigError
 
 DEFAULT = Path(__file__).with_name("pricing.json")
+_SNAPSHOT = re.compile(r"[-@](\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest|v\d+(:\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Pricing:
         if name in self.prices:
             return self.prices[name]
         for known in self._by_length:
-            if name.startswith(known + "-") or name.startswith(known + "@"):
+            if name.startswith(known) and _SNAPSHOT.fullmatch(name[len(known):]):
                 return self.prices[known]
         return None
 

@@ -56,9 +56,11 @@ def parse_sse(raw: bytes) -> list[dict[str, Any]]:
             data = line[5:].strip()
             if data and data != "[DONE]":
                 try:
-                    out.append(json.loads(data))
+                    item = json.loads(data)
                 except ValueError:
                     continue
+                if isinstance(item, dict):
+                    out.append(item)
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -24,7 +25,9 @@ from tuneforge.capture.spool import Spool
 log = logging.getLogger("tuneforge.capture")
 # a record: a dict, JSON text, or a callable returning either (called in the reporter's thread)
 Record = dict[str, Any] | str | Callable[[], dict[str, Any] | str]
-RETRYABLE = {408, 409, 425, 429}
+SPLITTABLE = {400, 413, 422}  # too big, or a record the platform will not take: halve the batch to isolate it
+MAX_BATCH_BYTES = 4 << 20  # well under the platform's 8 MB request limit
+MAX_SERVER_ERRORS = 5  # a batch that keeps getting HTTP 500 (not 502-504: those are outages) is set aside
 
 
 def logs_url(base_url: str) -> str:
@@ -44,7 +47,7 @@ class Reporter:
         self._queue: deque[Record] = deque()
         self._wake = threading.Condition()
         self._hurry = threading.Event()  # flush(): stop lingering
-        self._backoff, self._retry_at = 0.0, 0.0
+        self._backoff, self._retry_at, self._server_errors = 0.0, 0.0, 0
         self._warned: set[str] = set()
         self._http = httpx.Client(timeout=httpx.Timeout(10.0, connect=2.0),
                                   headers={"authorization": f"Bearer {api_key}"})
@@ -59,8 +62,10 @@ class Reporter:
                 self._wake.notify()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until every record reported so far is stored on the platform (True), or until `timeout`
-        seconds pass (False: the rest stays spooled on disk and is delivered later)."""
+        """Block until every record reported so far has been answered by the platform (True), or until
+        `timeout` seconds pass (False: the rest stays spooled on disk and is delivered later). Records the
+        platform refused are in the spool's `rejected/` folder, with a warning. Batches another process
+        sharing the spool folder is sending at that moment are that process's to finish."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._retry_at = 0.0  # try the platform now rather than after the backoff
         while self._queue or self._busy or self.spool.pending():
@@ -73,13 +78,20 @@ class Reporter:
         return True
 
     def close(self) -> None:
-        """At exit: whatever is still in memory goes to the spool, for this or a later process to send."""
+        """At exit: stop the thread (a batch it is writing gets finished), then whatever is still in memory
+        goes to the spool, for this or a later process to send."""
+        self._closing = True
+        with self._wake:
+            self._wake.notify()
+        self._hurry.set()
+        self._thread.join(timeout=2.0)
         self._write_batch(drain_all=True)
 
     _busy = False  # between taking records off the queue and having them on disk or delivered
+    _closing = False
 
     def _run(self) -> None:
-        while True:
+        while not self._closing:
             with self._wake:
                 if not self._queue:
                     self._wake.wait(timeout=self._idle_wait())
@@ -103,15 +115,24 @@ class Reporter:
 
     def _write_batch(self, drain_all: bool = False) -> None:
         while self._queue:
-            records = []
-            while self._queue and len(records) < self.batch_size:
+            records: list[str] = []
+            size = 0
+            while self._queue and len(records) < self.batch_size and size < MAX_BATCH_BYTES:
                 item = self._queue.popleft()
                 try:
-                    records.append(item() if callable(item) else item)
+                    built = item() if callable(item) else item
+                    line = built if isinstance(built, str) else json.dumps(built, separators=(",", ":"))
                 except Exception as exc:
                     self._warn("build", f"tuneforge capture: could not record a call ({exc}); skipped")
+                    continue
+                records.append(line)
+                size += len(line)
             if records:
-                self.spool.write(records)
+                try:
+                    self.spool.write(records)
+                except OSError:  # disk full, folder gone: keep them in memory and try again later
+                    self._queue.extendleft(reversed(records))
+                    raise
             if not drain_all:
                 return
 
@@ -127,8 +148,14 @@ class Reporter:
             outcome = self._send(records)
             if outcome == "ok":
                 self.spool.done(path)
-                self._backoff = 0.0
-            elif outcome == "rejected":
+                self._backoff, self._server_errors = 0.0, 0
+            elif outcome == "split" and len(records) > 1:
+                half = len(records) // 2
+                self.spool.write([r.decode() for r in records[:half]], before=path)
+                self.spool.write([r.decode() for r in records[half:]], before=path)
+                self.spool.done(path)
+            elif outcome == "split" or self._server_errors >= MAX_SERVER_ERRORS:
+                self._server_errors = 0
                 self._warn("rejected", f"tuneforge capture: the platform refused a batch; kept in "
                                        f"{self.spool.reject(path)}")
             else:
@@ -148,9 +175,13 @@ class Reporter:
         if r.status_code < 300:
             self._warned.discard("down")
             return "ok"
-        if r.status_code >= 500 or r.status_code in RETRYABLE:
-            return "retry"
-        return "rejected"
+        if r.status_code in SPLITTABLE:
+            return "split"
+        self._server_errors += r.status_code == 500
+        if r.status_code in (401, 403, 404):  # kept and retried: the key or URL may be fixed later
+            self._warn("auth", f"tuneforge capture: {self.url} answered {r.status_code} ({r.text[:200]}); check "
+                               "TUNEFORGE_BASE_URL / TUNEFORGE_API_KEY. Calls stay spooled until it accepts them")
+        return "retry"
 
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:

@@ -23,9 +23,11 @@ class Spool:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._reclaim()
 
-    def write(self, records: list[dict[str, Any] | str]) -> Path:
-        """One batch: records as dicts or as JSON text already."""
-        name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+    def write(self, records: list[dict[str, Any] | str], before: Path | None = None) -> Path:
+        """One batch: records as dicts or as JSON text already. `before`: name it to sort just before that
+        batch (a split batch keeps its place in the order)."""
+        stamp = int(before.name.split("-", 1)[0]) - 1 if before is not None else time.time_ns()
+        name = f"{stamp}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
         tmp = self.folder / f".{name}.tmp"
         with open(tmp, "w") as f:
             f.writelines((r if isinstance(r, str) else json.dumps(r, separators=(",", ":"))) + "\n" for r in records)
@@ -59,8 +61,8 @@ class Spool:
 
     def _reclaim(self) -> None:
         for path in self.folder.glob("*.jsonl.sending-*"):
-            pid = int(path.name.rsplit("-", 1)[1])
-            if pid == os.getpid() or not _alive(pid):
+            pid = path.name.rsplit("-", 1)[1]
+            if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
                 self.release(path)
 
 

@@ -43,15 +43,19 @@ async def ask(client: httpx.AsyncClient, upstream: Upstream, model: str, q: Ques
         except httpx.HTTPError as exc:
             last, retry_after = f"{type(exc).__name__}: {exc}", None
         else:
-            if r.status_code < 300:
-                data = r.json()
-                message = {k: v for k, v in data["choices"][0]["message"].items()
-                           if k in ("role", "content", "tool_calls") and v}
-                return {**message, "role": "assistant"}, data.get("model") or model
-            last = f"HTTP {r.status_code}: {r.text[:300]}"
-            if r.status_code not in RETRY_STATUS:
-                raise TeacherError(last)
             retry_after = _seconds(r.headers.get("retry-after"))
+            if r.status_code < 300:
+                try:
+                    data = r.json()
+                    message = {k: v for k, v in data["choices"][0]["message"].items()
+                               if k in ("role", "content", "tool_calls") and v}
+                    return {**message, "role": "assistant"}, data.get("model") or model
+                except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                    last = f"HTTP {r.status_code} but not a chat completion: {r.text[:300]}"
+            else:
+                last = f"HTTP {r.status_code}: {r.text[:300]}"
+                if r.status_code not in RETRY_STATUS:
+                    raise TeacherError(last)
         if attempt + 1 < max_attempts:
             delay = retry_after if retry_after is not None else base_delay * 2**attempt * (0.5 + random.random())
             await asyncio.sleep(min(delay, 60.0))

@@ -83,6 +83,9 @@ def serve(
                   f"{', proxying other models upstream' if routes else ''})")
     app_ = create_app(db, Engines(max_batch, max_adapters, backend.value), Settings(upstream_timeout=upstream_timeout),
                       upstreams=routes)
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default handler that would
+    # kill this process before the `finally` below stops the workers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(app_, host=host, port=port, log_level="warning")
     finally:
@@ -109,7 +112,8 @@ def _check_port(host: str, port: int) -> None:
 
 def _spawn_worker(url: str, stale_after: float) -> subprocess.Popen:
     env = {**os.environ, "TUNEFORGE_DATABASE_URL": url, "TUNEFORGE_DATA_DIR": str(paths.data_dir())}
-    cmd = [sys.executable, "-m", "tuneforge", "worker", "--stale-after", str(stale_after)]
+    cmd = [sys.executable, "-m", "tuneforge", "worker", "--stale-after", str(stale_after),
+           "--parent-pid", str(os.getpid())]
     return subprocess.Popen(cmd, env=env)
 
 
@@ -117,6 +121,7 @@ def _spawn_worker(url: str, stale_after: float) -> subprocess.Popen:
 def worker(
     stale_after: StaleAfter = 30.0,
     poll: Annotated[float, typer.Option(help="Seconds between polls of an empty queue.")] = 1.0,
+    parent_pid: Annotated[int | None, typer.Option(hidden=True, help="Stop when this process is gone.")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -129,10 +134,20 @@ def worker(
     w = Worker(_database(database_url), poll_s=poll, heartbeat_s=min(2.0, stale_after / 4), stale_after_s=stale_after)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: w.shutdown(stop))
+    if parent_pid is not None:  # started by `serve`: never outlive it, however it ended
+        threading.Thread(target=_watch_parent, args=(parent_pid, w, stop), daemon=True).start()
     try:
         w.run_forever(stop)
     except KeyboardInterrupt:
         w.shutdown(stop)
+
+
+def _watch_parent(parent_pid: int, w, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            logging.getLogger("tuneforge.worker").warning("serve process %d is gone; stopping", parent_pid)
+            w.shutdown(stop)
+            return
 
 
 @keys_app.command("create")

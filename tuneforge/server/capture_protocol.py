@@ -3,9 +3,9 @@ such endpoints), but shaped like its objects: `object`, `id`, `created_at`, list
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 # ---------------------------------------------------------------- reporting
@@ -25,7 +25,9 @@ class LogRecord(BaseModel):
     latency_ms: float = Field(default=0.0, ge=0)
     ttft_ms: float | None = None
     stream: bool = False
-    tags: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=50)
+    tags: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)],
+               Annotated[str, StringConstraints(max_length=500)] | int | float | bool] = Field(
+        default_factory=dict, max_length=50)
 
 
 class LogReport(BaseModel):
@@ -72,7 +74,9 @@ class CostRow(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
-    unpriced_calls: int = Field(description="Calls to models missing from the pricing table (not in cost_usd).")
+    unpriced_calls: int = Field(description="Calls not in cost_usd: the model is missing from the pricing table, "
+                                            "or the call reported no usage (an error, a stream without "
+                                            "stream_options.include_usage).")
 
 
 class CostReport(BaseModel):

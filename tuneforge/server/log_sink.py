@@ -49,11 +49,17 @@ class LogSink:
             project_id, record = self._queue.popleft()
             by_project[project_id].append(record)
         for project_id, records in by_project.items():
-            for attempt in range(5):
-                try:
-                    with self.db.session() as s:
-                        logs.ingest(s, project_id, records)
-                    break
-                except Exception:
-                    log.exception("writing %d request logs failed (attempt %d)", len(records), attempt + 1)
-                    time.sleep(0.2 * 2**attempt)
+            if not self._ingest(project_id, records, attempts=5):  # then one by one: lose only what cannot go in
+                for record in records:
+                    self._ingest(project_id, [record], attempts=1)
+
+    def _ingest(self, project_id: str, records: list[dict[str, Any]], attempts: int) -> bool:
+        for attempt in range(attempts):
+            try:
+                with self.db.session() as s:
+                    logs.ingest(s, project_id, records)
+                return True
+            except Exception:
+                log.exception("writing %d request logs failed (attempt %d)", len(records), attempt + 1)
+                time.sleep(0.2 * 2**attempt)
+        return False

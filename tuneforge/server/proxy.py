@@ -10,9 +10,11 @@ upstream config or the caller's `X-Upstream-Authorization` header, and is never 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
+import anyio
 from starlette.datastructures import Headers
 from starlette.responses import Response, StreamingResponse
 
@@ -25,6 +27,7 @@ from tuneforge.server.errors import error_response
 from tuneforge.server.log_sink import LogSink
 from tuneforge.store import projects
 
+log = logging.getLogger("tuneforge.server")
 PATHS = {"/v1/chat/completions": "chat/completions"}
 KEY_CACHE_S = 30.0
 
@@ -54,7 +57,10 @@ class ProxyMiddleware:
         path = PATHS.get(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "POST" else None
         if path is None or not self.upstreams:
             return await self.app(scope, receive, send)
-        body = await _read(receive, self.state.settings.max_body_bytes)
+        try:
+            body = await _read(receive, self.state.settings.max_body_bytes)
+        except ConnectionAbortedError:  # the caller went away mid-body: nothing to forward, nobody to answer
+            return
         if body is None:
             limit = self.state.settings.max_body_bytes >> 20
             return await error_response(413, f"Request body is over the {limit} MB limit: send less.",
@@ -70,12 +76,16 @@ class ProxyMiddleware:
         started = time.time()
         headers = Headers(scope=scope)
         try:
-            project_id = self._project(headers.get("authorization", ""))
+            project_id = await self._project(headers.get("authorization", ""))
             tags = tags_from(headers.get("x-tuneforge-tags"))
         except TuneforgeError as exc:
             return error_response(401, str(exc), code=exc.code)
         except ValueError as exc:
             return error_response(400, str(exc), param="X-Tuneforge-Tags", code="invalid_tags")
+        except Exception:
+            log.exception("checking a proxy caller's key failed")
+            return error_response(503, "The platform's store is not answering; try again shortly.",
+                                  code="store_unavailable")
         base = {"id": rec.new_id(), "source": "proxy", "model": model, "started_at": started, "tags": tags}
         try:
             reply = await self.forwarder.forward(
@@ -88,15 +98,18 @@ class ProxyMiddleware:
             return StreamingResponse(reply.stream, status_code=reply.status, headers=dict(reply.headers))
         return Response(reply.body, status_code=reply.status, headers=dict(reply.headers))
 
-    def _project(self, authorization: str) -> str:
+    async def _project(self, authorization: str) -> str:
         key = authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
         hit = self._keys.get(key or "")
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        with self.state.db.session() as s:
-            project_id = projects.authenticate(s, key).id
+        project_id = await anyio.to_thread.run_sync(self._lookup, key)  # the database is not the event loop's
         self._keys[key] = (project_id, time.monotonic() + KEY_CACHE_S)
         return project_id
+
+    def _lookup(self, key: str | None) -> str:
+        with self.state.db.session() as s:
+            return projects.authenticate(s, key).id
 
 
 async def _read(receive, limit: int) -> bytes | None:
@@ -104,6 +117,8 @@ async def _read(receive, limit: int) -> bytes | None:
     chunks, size = [], 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError
         chunk = message.get("body", b"")
         size += len(chunk)
         chunks.append(chunk)

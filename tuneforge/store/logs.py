@@ -91,7 +91,7 @@ def _status_condition(status: str):
         return RequestLog.ok.is_(True)
     if status == "error":
         return RequestLog.ok.is_(False)
-    if status.isdigit():
+    if status.isascii() and status.isdigit():
         return RequestLog.status == int(status)
     raise UserError(f"status filter '{status}': use ok, error or an HTTP status code like 429", param="status")
 
@@ -104,15 +104,25 @@ def _row(project_id: str, r: dict[str, Any], table: pricing.Pricing, created: in
     priced = (response or {}).get("model") or model
     status = r.get("status")
     return {
-        "id": r["id"], "project_id": project_id, "source": r.get("source") or "sdk", "model": model[:300],
+        "id": r["id"], "project_id": project_id, "source": r.get("source") or "sdk",
+        "model": model.replace("\x00", "")[:300],
         "status": status, "ok": status is not None and 200 <= status < 300 and not r.get("error"),
-        "error": r.get("error"), "request": json.dumps(r.get("request") or {}),
-        "response": None if response is None else json.dumps(response), "started_at": float(r["started_at"]),
+        "error": r.get("error"), "request": json.dumps(r.get("request") or {}, ensure_ascii=False),
+        "response": None if response is None else json.dumps(response, ensure_ascii=False),
+        "started_at": float(r["started_at"]),
         "latency_ms": float(r.get("latency_ms") or 0.0), "ttft_ms": r.get("ttft_ms"),
         "stream": bool(r.get("stream")), "prompt_tokens": prompt, "completion_tokens": completion,
-        "cost_usd": table.cost(priced, prompt, completion) if usage else None, "tags": r.get("tags") or {},
+        "cost_usd": table.cost(priced, prompt, completion) if usage else None, "tags": _clean_tags(r.get("tags")),
         "created_at": created,
     }
+
+
+def _clean_tags(tags: dict | None) -> dict[str, str]:
+    """Tags as stored: strings, keys cut to 64 and values to 500 characters, no NUL (Postgres refuses it)."""
+    out: dict[str, str] = {}
+    for k, v in (tags or {}).items():
+        out.setdefault(str(k).replace("\x00", "")[:64], str(v).replace("\x00", "")[:500])
+    return out
 
 
 def _insert(s: Session, table):
@@ -127,8 +137,7 @@ def ingest(s: Session, project_id: str, records: list[dict[str, Any]]) -> int:
     rows = {r["id"]: _row(project_id, r, table, created) for r in records}  # a batch may repeat an id, too
     stmt = _insert(s, RequestLog).on_conflict_do_nothing(index_elements=["id"]).returning(RequestLog.id)
     inserted = set(s.scalars(stmt, list(rows.values())))
-    tags = [{"log_id": i, "key": str(k)[:64], "value": str(v)[:500]}
-            for i in inserted for k, v in rows[i]["tags"].items()]
+    tags = [{"log_id": i, "key": k, "value": v} for i in inserted for k, v in rows[i]["tags"].items()]
     if tags:
         s.execute(_insert(s, LogTag), tags)
     return len(inserted)
@@ -173,8 +182,8 @@ def costs(s: Session, project_id: str, flt: LogFilter, by: str = "model") -> lis
         key = RequestLog.model
         q = select(key)
     elif by == "day":
-        key = func.date(func.to_timestamp(RequestLog.started_at)) if s.bind.dialect.name == "postgresql" \
-            else func.date(RequestLog.started_at, "unixepoch")
+        key = func.date(func.timezone("UTC", func.to_timestamp(RequestLog.started_at))) \
+            if s.bind.dialect.name == "postgresql" else func.date(RequestLog.started_at, "unixepoch")
         q = select(key)
     elif by.startswith("tag:") and len(by) > 4:
         key = LogTag.value

@@ -49,8 +49,9 @@ def run(ctx: JobContext) -> dict:
     asyncio.run(teacher.ask_all(todo, upstream, spec["model"], concurrency=spec["concurrency"],
                                 max_attempts=spec["max_attempts"], on_answer=on_answer, on_error=on_error))
     if errors:
-        raise UserError(f"{len(errors)} entries got no answer ({errors[0]}); run the relabel again to retry "
-                        "just those")
+        raise UserError(f"{len(errors)} of {len(parent)} entries got no answer from {spec['model']} ({errors[0]}); "
+                        "the answers so far stay in this dataset, but it cannot be exported: relabel the source "
+                        "dataset again once the teacher answers")
     return {"dataset": spec["dataset"], "answered": counts["answered"]}
 
 
