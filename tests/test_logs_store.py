@@ -121,6 +121,10 @@ def test_dataset_from_logs_dedupes_splits_prunes_and_keeps_lineage(db):
         assert lines[0]["messages"][0]["role"] == "user"  # the system prompt is pruned away
         assert SYSTEM not in json.dumps(lines)
         assert entries[0].messages[0]["content"] == SYSTEM  # stored as captured; pruned on the way out
+    with db.session() as s:  # no pruning rule: the shared system prompt alone must not make calls look alike
+        unpruned = datasets.create(s, pid, name="raw", recipe=datasets.Recipe(dedupe="near"),
+                                   log_filter=logs.LogFilter(tags=["kind~"]))
+        assert unpruned.counts["near_duplicates"] == 0 and unpruned.counts["train"] == 32
     with db.session() as s:
         sampled = datasets.create(s, pid, name="small", recipe=datasets.Recipe(sample=10, seed=1),
                                   log_filter=logs.LogFilter())

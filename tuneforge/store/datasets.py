@@ -63,9 +63,13 @@ class Candidate:
     tags: dict[str, Any]
 
 
-def _input_text(c: Candidate, rules: list[str]) -> str:
-    """What dedupe compares: the conversation as the model will see it (pruned), answer included."""
-    return json.dumps(prune(c.messages, rules), ensure_ascii=False, sort_keys=True)
+def _text(c: Candidate, rules: list[str], system: bool = True) -> str:
+    """What dedupe compares: the conversation as the model will see it (pruned), answer included; for near
+    duplicates without system/developer messages, which a long shared prompt would make alike."""
+    messages = prune(c.messages, rules)
+    if not system:
+        messages = [m for m in messages if m.get("role") not in ("system", "developer")]
+    return json.dumps(messages, ensure_ascii=False, sort_keys=True)
 
 
 def _label(c: Candidate, label: str | None) -> str | None:
@@ -85,13 +89,13 @@ def _label(c: Candidate, label: str | None) -> str | None:
 def choose(candidates: list[Candidate], recipe: Recipe) -> tuple[list[tuple[Candidate, str, str | None]], dict]:
     """Dedupe, sample, split: [(candidate, split, label)] and counts of what was removed."""
     counts = {"candidates": len(candidates), "exact_duplicates": 0, "near_duplicates": 0}
-    texts = [_input_text(c, recipe.pruning_rules) for c in candidates]
     if recipe.dedupe != "none":
-        drop = set(dedupe.exact_duplicates(texts))
+        drop = set(dedupe.exact_duplicates([_text(c, recipe.pruning_rules) for c in candidates]))
         counts["exact_duplicates"] = len(drop)
         if recipe.dedupe == "near":
-            kept = [i for i in range(len(texts)) if i not in drop]
-            near = dedupe.near_duplicates([texts[i] for i in kept], recipe.near_threshold, seed=recipe.seed + 1)
+            kept = [i for i in range(len(candidates)) if i not in drop]
+            texts = [_text(candidates[i], recipe.pruning_rules, system=False) for i in kept]
+            near = dedupe.near_duplicates(texts, recipe.near_threshold, seed=recipe.seed + 1)
             counts["near_duplicates"] = len(near)
             drop |= {kept[j] for j in near}
         candidates = [c for i, c in enumerate(candidates) if i not in drop]
