@@ -89,7 +89,7 @@ def combine(runs: list[dict]) -> dict:
 
 
 async def raw_load(url: str, headers: dict, n: int, clients: int) -> dict:
-    """Capacity without the openai SDK's own cost (about 1.6 ms of CPU per call here): a bare aiohttp client
+    """Capacity without the openai SDK's own cost per call: a bare aiohttp client
     posting the same body. Shows how many calls per second the path itself can carry and log."""
     import aiohttp
 

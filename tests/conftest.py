@@ -80,6 +80,18 @@ def postgres_url():
     engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, data_dir):
+    """A migrated store, once on SQLite in the test's data dir and once on a fresh Postgres database."""
+    from tuneforge.store.db import Database
+
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    database = Database(url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
 def pytest_collection_finish(session):
     """Materializing Gemma from its GGUF takes minutes of mostly single-threaded tokenizer conversion: when a
     collected test needs it and it is not in the cache yet, start it in the background now, so it overlaps

@@ -21,12 +21,12 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
+from live_server import free_port
 
 LATENCY_S = float(os.environ.get("FAKE_UPSTREAM_LATENCY_MS", "0")) / 1000
 SEEN: list[str] = []
@@ -122,12 +122,6 @@ async def app(scope, receive, send):
             raise ConnectionAbortedError("the fake upstream drops the stream on purpose")
         await send({"type": "http.response.body", "body": f"data: {json.dumps(c)}\n\n".encode(), "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -9,18 +9,8 @@ import pytest
 
 from tuneforge.errors import UserError
 from tuneforge.store import datasets, logs, projects
-from tuneforge.store.db import Database
 
 SYSTEM = "You are ACME's record converter. Reply with one JSON object and nothing else. " * 5
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, data_dir):
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def rec(i: int, *, model="gpt-4o", user=None, answer=None, status=200, tags=None, started=None, usage=True):

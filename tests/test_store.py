@@ -14,15 +14,6 @@ from tuneforge.store.db import Database
 from tuneforge.store.tables import ApiKey, Base, Job
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, data_dir):
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    database = Database(url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def test_migrations_build_exactly_the_tables(db):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext

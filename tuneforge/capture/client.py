@@ -242,17 +242,12 @@ class _AsyncChat(AsyncChat):
         return _CapturedAsyncCompletions(self._client)
 
 
-class OpenAI(openai.OpenAI):
-    """`openai.OpenAI`, capturing every chat completion. Extra option: `tuneforge={base_url, api_key, tags,
-    spool_dir}` (defaults: $TUNEFORGE_BASE_URL, $TUNEFORGE_API_KEY)."""
+class _Capturing:
+    """What both clients add: the `tuneforge=` option, copies that keep capturing, and `flush`."""
 
     def __init__(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._tuneforge = Capture(tuneforge)
-
-    @cached_property
-    def chat(self) -> Chat:
-        return _Chat(self)
 
     def copy(self, *args: Any, **kwargs: Any):
         client = super().copy(*args, **kwargs)
@@ -263,28 +258,23 @@ class OpenAI(openai.OpenAI):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every captured call is stored on the platform: True, or False if `timeout` passed
-        first (the rest stays spooled on disk and is delivered later)."""
+        first (the rest stays spooled on disk and is delivered later). It blocks: from async code, call it
+        in a thread or at shutdown."""
         return self._tuneforge.flush(timeout)
 
 
-class AsyncOpenAI(openai.AsyncOpenAI):
-    """`openai.AsyncOpenAI`, capturing every chat completion; options as for `tuneforge.OpenAI`."""
+class OpenAI(_Capturing, openai.OpenAI):
+    """`openai.OpenAI`, capturing every chat completion. Extra option: `tuneforge={base_url, api_key, tags,
+    spool_dir}` (defaults: $TUNEFORGE_BASE_URL, $TUNEFORGE_API_KEY)."""
 
-    def __init__(self, *args: Any, tuneforge: dict[str, Any] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._tuneforge = Capture(tuneforge)
+    @cached_property
+    def chat(self) -> Chat:
+        return _Chat(self)
+
+
+class AsyncOpenAI(_Capturing, openai.AsyncOpenAI):
+    """`openai.AsyncOpenAI`, capturing every chat completion; options as for `tuneforge.OpenAI`."""
 
     @cached_property
     def chat(self) -> AsyncChat:
         return _AsyncChat(self)
-
-    def copy(self, *args: Any, **kwargs: Any):
-        client = super().copy(*args, **kwargs)
-        client._tuneforge = self._tuneforge
-        return client
-
-    with_options = copy
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """As `OpenAI.flush` (it blocks: call it from a thread, or at shutdown)."""
-        return self._tuneforge.flush(timeout)

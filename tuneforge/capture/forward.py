@@ -68,13 +68,14 @@ class Forwarder:
     async def forward(self, upstream: Upstream, path: str, body: bytes, headers: dict[str, str],
                       authorization: str | None, on_record: Callable[[dict[str, Any]], None],
                       base_record: dict[str, Any]) -> Reply:
-        """Send upstream and return the reply to relay; `on_record` is called once the call is over."""
+        """Send upstream and return the reply to relay; `on_record` is called once the call is over with
+        `base_record` (what is known before the call: id, model, request, stream, tags...) completed."""
         out = {k: v for k, v in headers.items() if k in PASS_REQUEST}
         out["accept-encoding"] = "identity"
         auth = authorization or upstream.authorization()
         if auth:
             out["authorization"] = auth
-        call = _Call(base_record, body, time.perf_counter(), on_record)
+        call = _Call(base_record, time.perf_counter(), on_record)
         try:
             response = await self._client().post(upstream.endpoint(path), data=body, headers=out)
         except aiohttp.ConnectionTimeoutError:
@@ -105,20 +106,15 @@ class Forwarder:
 
 
 class _Call:
-    def __init__(self, base: dict[str, Any], body: bytes, t0: float, on_record: Callable[[dict[str, Any]], None]):
-        self.base, self.body, self.t0, self.on_record = base, body, t0, on_record
+    def __init__(self, base: dict[str, Any], t0: float, on_record: Callable[[dict[str, Any]], None]):
+        self.base, self.t0, self.on_record = base, t0, on_record
         self.ttft: float | None = None
 
     def finish(self, status: int | None, response: dict | None, error: dict | None) -> None:
-        try:
-            request = json.loads(self.body)
-        except ValueError:
-            request = {"_raw": self.body[:4096].decode("utf-8", "replace")}
         latency = (time.perf_counter() - self.t0) * 1000
         self.on_record({
-            **self.base, "request": request, "response": response, "status": status, "error": error,
+            **self.base, "response": response, "status": status, "error": error,
             "latency_ms": round(latency, 3), "ttft_ms": None if self.ttft is None else round(self.ttft, 3),
-            "stream": bool(request.get("stream")) if isinstance(request, dict) else False,
         })
 
     def finish_body(self, status: int, data: bytes) -> None:

@@ -65,14 +65,15 @@ class ProxyMiddleware:
             limit = self.state.settings.max_body_bytes >> 20
             return await error_response(413, f"Request body is over the {limit} MB limit: send less.",
                                         code="request_too_large")(scope, receive, send)
-        model = _model_of(body)
-        upstream = self.upstreams.find(model) if model and not hosted(model) else None
+        request = _parse(body)
+        model = request.get("model") if request is not None else None
+        upstream = self.upstreams.find(model) if isinstance(model, str) and not hosted(model) else None
         if upstream is None:
             return await self.app(scope, _replay(body, receive), send)
-        response = await self._proxy(scope, upstream, path, body, model)
+        response = await self._proxy(scope, upstream, path, body, request)
         await response(scope, receive, send)
 
-    async def _proxy(self, scope, upstream, path: str, body: bytes, model: str) -> Response:
+    async def _proxy(self, scope, upstream, path: str, body: bytes, request: dict[str, Any]) -> Response:
         started = time.time()
         headers = Headers(scope=scope)
         try:
@@ -86,7 +87,8 @@ class ProxyMiddleware:
             log.exception("checking a proxy caller's key failed")
             return error_response(503, "The platform's store is not answering; try again shortly.",
                                   code="store_unavailable")
-        base = {"id": rec.new_id(), "source": "proxy", "model": model, "started_at": started, "tags": tags}
+        base = {"id": rec.new_id(), "source": "proxy", "model": request["model"], "request": request,
+                "stream": bool(request.get("stream")), "started_at": started, "tags": tags}
         try:
             reply = await self.forwarder.forward(
                 upstream, path, body, dict(headers.items()), headers.get("x-upstream-authorization"),
@@ -128,13 +130,13 @@ async def _read(receive, limit: int) -> bytes | None:
             return None
 
 
-def _model_of(body: bytes) -> str | None:
+def _parse(body: bytes) -> dict[str, Any] | None:
+    """The JSON object a request body holds, or None."""
     try:
         data: Any = json.loads(body)
     except ValueError:
         return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) else None
+    return data if isinstance(data, dict) else None
 
 
 def _replay(body: bytes, receive):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tuneforge.capture.record import example
@@ -21,7 +21,11 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 def log_filter(model: str | None = None, tag: Annotated[list[str] | None, Query()] = None,
                status: str | None = None, since: str | None = None, until: str | None = None,
                q: str | None = None) -> logs.LogFilter:
+    """The filter every logs route takes as query parameters (tag: repeatable key=value or key~text)."""
     return logs.LogFilter(model=model, tags=tag or [], status=status, since=since, until=until, search=q)
+
+
+FilterDep = Annotated[logs.LogFilter, Depends(log_filter)]
 
 
 def to_api(row: RequestLog, full: bool = False) -> LogObject:
@@ -43,22 +47,17 @@ def report(state: StateDep, project: ProjectDep, body: LogReport):
 
 
 @router.get("", response_model=LogList)
-def list_logs(state: StateDep, project: ProjectDep, model: str | None = None,
-              tag: Annotated[list[str] | None, Query()] = None, status: str | None = None,
-              since: str | None = None, until: str | None = None, q: str | None = None,
-              after: str | None = None, limit: Limit = 20):
-    flt = log_filter(model, tag, status, since, until, q)
+def list_logs(state: StateDep, project: ProjectDep, flt: FilterDep, after: str | None = None, limit: Limit = 20):
     with state.db.session() as s:
         rows, more = logs.list_(s, project.id, flt, after=after, limit=limit)
         return LogList(data=[to_api(r) for r in rows], has_more=more, total=logs.count(s, project.id, flt))
 
 
 @router.get("/export", response_class=PlainTextResponse)
-def export(state: StateDep, project: ProjectDep, model: str | None = None,
-           tag: Annotated[list[str] | None, Query()] = None, status: str | None = "ok",
-           since: str | None = None, until: str | None = None, q: str | None = None):
-    """Matching successful calls as OpenAI fine-tuning JSONL: the request's messages + the reply (streamed)."""
-    flt = log_filter(model, tag, status, since, until, q)
+def export(state: StateDep, project: ProjectDep, flt: FilterDep):
+    """Matching calls (default: the successful ones) as OpenAI fine-tuning JSONL: the request's messages + the
+    reply (streamed)."""
+    flt.status = flt.status or "ok"
     flt.conditions(project.id)  # a bad filter is a 400 now, not a broken stream later
 
     def lines():
@@ -72,12 +71,10 @@ def export(state: StateDep, project: ProjectDep, model: str | None = None,
 
 
 @router.get("/costs", response_model=CostReport)
-def costs(state: StateDep, project: ProjectDep, by: str = "model", model: str | None = None,
-          tag: Annotated[list[str] | None, Query()] = None, status: str | None = None,
-          since: str | None = None, until: str | None = None, q: str | None = None):
+def costs(state: StateDep, project: ProjectDep, flt: FilterDep, by: str = "model"):
     """Calls, tokens and USD grouped by model, day (UTC) or a tag's value (`by=tag:team`)."""
     with state.db.session() as s:
-        rows = logs.costs(s, project.id, log_filter(model, tag, status, since, until, q), by)
+        rows = logs.costs(s, project.id, flt, by)
     return CostReport(by=by, data=[CostRow(**r) for r in rows], total_cost_usd=sum(r["cost_usd"] for r in rows))
 
 
