@@ -283,6 +283,8 @@ def test_cli_and_relabel_job_with_retries_and_resume(tmp_path, upstream):
         bad = cli("logs", "export", "--out", str(out_file), "--since", "yesterday", env=env, check=False)
         assert bad.returncode == 1 and "since: 'yesterday' is not a time" in bad.stderr
 
+        missing = cli("datasets", "create", "x", "--file", str(tmp_path / "nope.jsonl"), env=env, check=False)
+        assert missing.returncode == 1 and "no such file; give a local JSONL file" in missing.stderr
         made = cli("datasets", "create", "convert", "--dedupe", "exact", "--test-fraction", "0.2", env=env)
         ds_id = made.stdout.strip().splitlines()[-1]
         assert "8 train / 2 test" in made.stderr and "1 exact" in made.stderr

@@ -47,6 +47,8 @@ def create(
     base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None,
 ) -> None:
     """A dataset from the calls matching a filter (successful ones with a reply), or from a JSONL file."""
+    if file is not None and not Path(file).is_file() and not file.startswith("file-"):
+        raise UserError(f"--file {file}: no such file; give a local JSONL file or an uploaded file id (file-...)")
     platform = Platform(base_url, api_key)
     body: dict = {"name": name, "sample": sample, "dedupe": dedupe, "near_threshold": near_threshold,
                   "test_fraction": test_fraction, "label": label, "seed": seed,
