@@ -45,11 +45,14 @@ def _quiet_libraries() -> None:
 
 
 def main() -> None:
+    """The `tuneforge` executable. Typer runs in standalone mode, so usage errors (an unknown command or
+    option, a bad value) get its own usage message and exit 2, whichever click it vendors; our errors are
+    one line and exit 1."""
     _quiet_libraries()
     from tuneforge.cli import commands  # noqa: F401  (registers the commands)
 
     try:
-        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
+        app()  # exits: 0, a typer.Exit's code, 2 for usage errors, 1 for an abort
     except TuneforgeError as exc:
         from rich.markup import escape
 
@@ -58,16 +61,3 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
-    if isinstance(code, int) and code:
-        sys.exit(code)

@@ -1,67 +1,34 @@
-"""`tuneforge train` and `tuneforge export`."""
+"""`tuneforge train` and `tuneforge export`.
+
+`train`'s options are TrainConfig's fields, built here from the pydantic model (flag, type, default, help):
+an option added to TrainConfig is a flag of `tuneforge train` with nothing to write here.
+"""
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
+from pydantic.fields import FieldInfo
 
 from tuneforge.cli.app import DataDir, app, out, use
 from tuneforge.cli.progress import ProgressBar
 from tuneforge.errors import UserError
+from tuneforge.training.config import TrainConfig
 
 Opt = typer.Option
 
 
-def _help(name: str) -> str:
-    from tuneforge.training.config import TrainConfig
-
-    return TrainConfig.model_fields[name].description
-
-
-@app.command()
-def train(
-    model: Annotated[str, Opt(help=_help("model"))],
-    data: Annotated[Path, Opt(help=_help("data"))],
-    out_dir: Annotated[Path, Opt("--out", help=_help("out"))],
-    validation: Annotated[Path | None, Opt(help=_help("validation"))] = None,
-    method: Annotated[str | None, Opt(help=_help("method"), show_default="lora")] = None,
-    epochs: Annotated[str | None, Opt(help=_help("epochs"), show_default="auto")] = None,
-    learning_rate: Annotated[float | None, Opt(help=_help("learning_rate"))] = None,
-    batch_size: Annotated[int | None, Opt(help=_help("batch_size"), show_default="4")] = None,
-    lora_rank: Annotated[int | None, Opt(help=_help("lora_rank"), show_default="16")] = None,
-    seed: Annotated[int | None, Opt(help=_help("seed"), show_default="42")] = None,
-    max_length: Annotated[int | None, Opt(help=_help("max_length"), show_default="2048")] = None,
-    packing: Annotated[bool, Opt(help=_help("packing"))] = True,
-    checkpoint_every: Annotated[int | None, Opt(help=_help("checkpoint_every"), show_default="50")] = None,
-    eval_every: Annotated[int | None, Opt(help=_help("eval_every"), show_default="25")] = None,
-    skip_invalid: Annotated[bool, Opt(help=_help("skip_invalid"))] = False,
-    resume: Annotated[bool, Opt(help=_help("resume"))] = False,
-    report_to: Annotated[list[str] | None, Opt(help=_help("report_to") + " Repeatable.")] = None,
-    data_dir: DataDir = None,
-) -> None:
+def train(**options: Any) -> None:
     """Fine-tune a model on chat data (LoRA by default); writes an adapter and manifest.json to --out."""
-    use(data_dir)
-    from pydantic import ValidationError
-
-    from tuneforge.training.config import TrainConfig
+    use(options.pop("data_dir"))
     from tuneforge.training.trainer import train as run_training
 
-    given = dict(
-        validation=validation, method=method, learning_rate=learning_rate, batch_size=batch_size,
-        lora_rank=lora_rank, seed=seed, max_length=max_length, checkpoint_every=checkpoint_every,
-        eval_every=eval_every, report_to=report_to,
-        epochs=None if epochs is None else epochs if epochs == "auto" else _int(epochs, "--epochs"),
-    )
-    try:
-        cfg = TrainConfig(
-            model=model, data=data, out=out_dir, packing=packing, skip_invalid=skip_invalid, resume=resume,
-            **{k: v for k, v in given.items() if v is not None},
-        )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    cfg = _config(options)
     with ProgressBar("training") as bar:
         result = run_training(cfg, on_event=bar)
     m = result.metrics
@@ -72,11 +39,83 @@ def train(
     out.print(f"{'adapter' if cfg.method == 'lora' else 'model'} and manifest in {result.out}")
 
 
-def _int(value: str, flag: str) -> int:
+def _config(options: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig the given flags make; a bad value is one line naming its flag."""
+    from pydantic import ValidationError
+
+    given = {}
+    for name, value in options.items():
+        if value is None:
+            continue  # not given: TrainConfig's default
+        words = _words_beside_int(TrainConfig.model_fields[name].annotation)
+        given[name] = _int_or_word(value, words, _flag(name)) if words else value
+    try:
+        return TrainConfig(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"{_flag(str(err['loc'][0]))}: {err['msg']}") from None
+
+
+def _parameters() -> list[inspect.Parameter]:
+    """One option per TrainConfig field, then --data-dir."""
+    params = [_parameter(name, field) for name, field in TrainConfig.model_fields.items()]
+    return [*params, inspect.Parameter("data_dir", inspect.Parameter.KEYWORD_ONLY, annotation=DataDir, default=None)]
+
+
+def _parameter(name: str, field: FieldInfo) -> inspect.Parameter:
+    """A field as a typer option: required fields are required flags, bools are --x/--no-x, lists repeat;
+    other options default to None (TrainConfig's default then applies; help shows it)."""
+    kind, tp = inspect.Parameter.KEYWORD_ONLY, _option_type(field.annotation)
+    help_text = field.description
+    if typing.get_origin(tp) is list:
+        choices = typing.get_args(typing.get_args(field.annotation)[0])
+        help_text += f" One of {', '.join(choices)}; repeatable." if choices else " Repeatable."
+    if field.is_required():
+        return inspect.Parameter(name, kind, annotation=Annotated[tp, Opt(_flag(name), help=help_text)])
+    if tp is bool:
+        return inspect.Parameter(name, kind, annotation=Annotated[bool, Opt(help=help_text)], default=field.default)
+    shown = None if field.default in (None, []) or field.default_factory else str(field.default)
+    option = Opt(_flag(name), help=help_text, show_default=shown or False)
+    return inspect.Parameter(name, kind, annotation=Annotated[tp | None, option], default=None)
+
+
+def _option_type(annotation: Any) -> Any:
+    """The type typer parses a field as: `X | None` as X; `int | Literal[...]` and list items as text
+    (pydantic or _int_or_word check them)."""
+    if typing.get_origin(annotation) is list:
+        return list[str]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return annotation
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if _words_beside_int(annotation):
+        return str
+    return members[0] if len(members) == 1 else str
+
+
+def _words_beside_int(annotation: Any) -> tuple[str, ...]:
+    """For `int | Literal["auto"]`: ("auto",); for anything else: ()."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    if int not in args:
+        return ()
+    return tuple(w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a))
+
+
+def _int_or_word(value: str, words: tuple[str, ...], flag: str) -> int | str:
+    if value in words:
+        return value
     try:
         return int(value)
     except ValueError:
-        raise UserError(f"{flag} must be 'auto' or a whole number, got '{value}'") from None
+        choices = " or ".join(f"'{w}'" for w in words)
+        raise UserError(f"{flag} must be {choices} or a whole number, got '{value}'") from None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+train.__signature__ = inspect.Signature(_parameters())
+app.command()(train)
 
 
 @app.command()

@@ -11,19 +11,19 @@ from starlette.concurrency import run_in_threadpool
 
 from tuneforge.errors import UserError
 from tuneforge.inference.engine import Delta, Engine, Params, Request
-from tuneforge.server import serving
 from tuneforge.server.deps import State
+from tuneforge.store import models
 
 
 @dataclass
 class Loaded:
     engine: Engine
-    target: serving.Target
+    target: models.Weights
 
 
 async def load(state: State, model: str, project_id: str) -> Loaded:
     """The engine and adapter for a model name (first use loads the base model: seconds)."""
-    target = await run_in_threadpool(serving.resolve, state.db, model, project_id)
+    target = await run_in_threadpool(models.resolve, state.db, model, project_id)
     engine = await run_in_threadpool(state.engines.get, target.base)
     return Loaded(engine, target)
 

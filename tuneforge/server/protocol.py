@@ -65,7 +65,7 @@ Auto = Literal["auto"]
 
 
 class Hyperparameters(BaseModel):
-    """OpenAI's three, plus (tuneforge) any of the TrainConfig fields in TRAIN_EXTENSIONS."""
+    """OpenAI's three, plus (tuneforge) the TrainConfig fields declared for the API (`hyperparameters()`)."""
 
     model_config = ConfigDict(extra="allow")
     batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"

@@ -1,10 +1,10 @@
 """The logging proxy: `/v1/chat/completions` for a model this server does not host goes to an upstream.
 
 An ASGI middleware in front of the app, so a proxied call skips request parsing and validation: the body is
-read once, its `model` looked up, and the bytes sent on unchanged. Models we host (the bundled bases and
-`ft:` models) and requests no upstream serves fall through to the app as before. The caller authenticates
-with a tuneforge key (that decides the project the log belongs to); the provider key comes from the
-upstream config or the caller's `X-Upstream-Authorization` header, and is never stored.
+read once, its `model` looked up, and the bytes sent on unchanged. Models we host (`models.is_hosted`: the
+bundled bases and `ft:` models) and requests no upstream serves fall through to the app as before. The
+caller authenticates with a tuneforge key (that decides the project the log belongs to); the provider key
+comes from the upstream config or the caller's `X-Upstream-Authorization` header, and is never stored.
 """
 
 from __future__ import annotations
@@ -22,18 +22,13 @@ from tuneforge.capture import record as rec
 from tuneforge.capture.forward import Forwarder, UpstreamFailed
 from tuneforge.capture.upstreams import Upstreams
 from tuneforge.errors import TuneforgeError
-from tuneforge.models import registry
 from tuneforge.server.errors import error_response
 from tuneforge.server.log_sink import LogSink
-from tuneforge.store import projects
+from tuneforge.store import models, projects
 
 log = logging.getLogger("tuneforge.server")
 PATHS = {"/v1/chat/completions": "chat/completions"}
 KEY_CACHE_S = 30.0
-
-
-def hosted(model: str) -> bool:
-    return model in registry.BUNDLED or model.startswith("ft:")
 
 
 def tags_from(header: str | None) -> dict[str, str]:
@@ -67,7 +62,7 @@ class ProxyMiddleware:
                                         code="request_too_large")(scope, receive, send)
         request = _parse(body)
         model = request.get("model") if request is not None else None
-        upstream = self.upstreams.find(model) if isinstance(model, str) and not hosted(model) else None
+        upstream = self.upstreams.find(model) if isinstance(model, str) and not models.is_hosted(model) else None
         if upstream is None:
             return await self.app(scope, _replay(body, receive), send)
         response = await self._proxy(scope, upstream, path, body, request)

@@ -1,65 +1,15 @@
-"""From a model name in a request to an engine and an adapter: one engine per base model, shared by all
-the fine-tunes on it.
+"""Engines: one per base model, shared by all the fine-tunes on it.
 
-Names: a registry name (`smollm2-135m-instruct`, visible to every project), a project's fine-tuned model
-(`ft:{base}:{project}:{suffix}:{job}`) or one of its checkpoints (`...:ckpt-step-N`). A fine-tune trained
-with LoRA is an adapter on its base's engine; a full fine-tune gets an engine of its own.
+Which folder a model name means is `store/models.py`'s answer (`models.resolve`); a fine-tune trained with
+LoRA is an adapter on its base's engine, a full fine-tune gets an engine of its own.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-
-from tuneforge.errors import NotFound
 from tuneforge.inference.engine import Engine
-from tuneforge.models import registry
-from tuneforge.store.db import Database
-from tuneforge.store.tables import Checkpoint, FineTunedModel, Job
-
-
-@dataclass(frozen=True)
-class Target:
-    base: str  # the engine's model folder
-    adapter: Path | None
-    pruning_rules: tuple[str, ...] = ()  # texts cut from requests, as from the model's training data
-
-
-def model_not_found(name: str) -> NotFound:
-    return NotFound(f"The model `{name}` does not exist or you do not have access to it.", param="model",
-                    code="model_not_found")
-
-
-def resolve(db: Database, name: str, project_id: str) -> Target:
-    """Where a model name's weights are; NotFound (404) for unknown names and other projects' models."""
-    if name in registry.BUNDLED:
-        return Target(str(registry.materialize(name)), None)
-    with db.session() as s:
-        found = _fine_tuned(s, name, project_id)
-    if found is None:
-        raise model_not_found(name)
-    path, rules = found
-    if (path / "adapter_config.json").exists():
-        return Target(registry.resolve(str(path)).base, path, rules)
-    return Target(str(path), None, rules)
-
-
-def _fine_tuned(s, name: str, project_id: str) -> tuple[Path, tuple[str, ...]] | None:
-    row = s.get(FineTunedModel, name)
-    if row is not None:
-        ok = row.project_id == project_id and not row.deleted
-        return (Path(row.path), tuple(row.pruning_rules or ())) if ok else None
-    ckpt = s.scalar(select(Checkpoint).where(Checkpoint.model_name == name))
-    if ckpt is None:
-        return None
-    job = s.get(Job, ckpt.job_id)
-    deleted = s.scalar(select(FineTunedModel.deleted).where(FineTunedModel.job_id == job.id))
-    if job.project_id != project_id or deleted or not Path(ckpt.path).exists():
-        return None
-    return Path(ckpt.path), tuple(job.spec.get("pruning_rules") or ())
 
 
 class Engines:

@@ -5,6 +5,9 @@ Claiming is one UPDATE whose WHERE picks the oldest queued job. On Postgres the 
 time, which makes the same statement atomic there. Every later write by a worker is conditional on the job
 still being `running` under its worker id: a job that was cancelled, or requeued because its worker stopped
 heartbeating, cannot be overwritten by the worker that lost it.
+
+The queue knows nothing of what a job does: ids, event ids and wording come from the job's kind
+(`tuneforge.jobs.registry`), and what a job needs and makes lives in its kind's module.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from tuneforge import paths
 from tuneforge.errors import Conflict, NotFound
+from tuneforge.jobs import registry as kinds
 from tuneforge.store.db import new_id, now
-from tuneforge.store.tables import Checkpoint, FineTunedModel, Job, JobEvent
+from tuneforge.store.tables import Job, JobEvent
 
 FINAL = ("succeeded", "failed", "cancelled")
 MAX_ATTEMPTS = 3
@@ -29,32 +33,48 @@ def jobs_dir() -> Path:
 
 
 def create(s: Session, *, project_id: str, kind: str, spec: dict, job_id: str | None = None) -> Job:
-    job_id = job_id or new_id("ftjob-")
+    """A job of this kind, not yet queued (`enqueue` it in the same transaction once it is validated)."""
+    job_id = job_id or new_id(kinds.get(kind).id_prefix)
     job = Job(
         id=job_id, project_id=project_id, kind=kind, status="validating_files", created_at=now(), spec=spec,
         result={}, attempts=0, out_dir=str(jobs_dir() / job_id),
     )
     s.add(job)
     s.flush()
-    add_event(s, job.id, "Validating training file")
+    add_event(s, job.id, kinds.get(kind).created_message)
     return job
 
 
 def enqueue(s: Session, job_id: str) -> None:
     s.execute(update(Job).where(Job.id == job_id, Job.status == "validating_files").values(status="queued"))
-    add_event(s, job_id, "Files validated, moving job to queued state")
+    add_event(s, job_id, _kind(s, job_id).queued_message)
 
 
-def get(s: Session, job_id: str, *, project_id: str, kind: str | None = "fine_tune") -> Job:
+def submit(s: Session, *, project_id: str, kind: str, spec: dict, job_id: str | None = None) -> Job:
+    """Create and queue a job whose request was validated: what a kind's `accept` ends with."""
+    job = create(s, project_id=project_id, kind=kind, spec=spec, job_id=job_id)
+    enqueue(s, job.id)
+    s.flush()
+    s.refresh(job)
+    return job
+
+
+def get(s: Session, job_id: str, *, project_id: str, kind: str | None = None) -> Job:
+    """The project's job (of this kind, when given); NotFound worded by the kind otherwise."""
     job = s.get(Job, job_id)
     if job is None or job.project_id != project_id or (kind is not None and job.kind != kind):
-        raise NotFound(f"No fine-tuning job found with id {job_id}", param="fine_tuning_job_id", code="not_found")
+        if kind is not None:
+            raise kinds.get(kind).not_found(job_id)
+        raise NotFound(f"No job found with id {job_id}", param="job_id", code="not_found")
     return job
 
 
 def list_(s: Session, *, project_id: str, after: str | None, limit: int,
-          kind: str = "fine_tune") -> tuple[list[Job], bool]:
-    q = select(Job).where(Job.project_id == project_id, Job.kind == kind).order_by(Job.created_at.desc(), Job.id.desc())
+          kind: str | None = None) -> tuple[list[Job], bool]:
+    """Newest first, of one kind (or all); `after` is the last id of the previous page."""
+    q = select(Job).where(Job.project_id == project_id).order_by(Job.created_at.desc(), Job.id.desc())
+    if kind is not None:
+        q = q.where(Job.kind == kind)
     if after:
         anchor = s.get(Job, after)
         if anchor is not None and anchor.project_id == project_id:
@@ -64,7 +84,7 @@ def list_(s: Session, *, project_id: str, after: str | None, limit: int,
     return rows[:limit], len(rows) > limit
 
 
-def cancel(s: Session, job_id: str, *, project_id: str, kind: str = "fine_tune") -> Job:
+def cancel(s: Session, job_id: str, *, project_id: str, kind: str | None = None) -> Job:
     """Cancel a job that has not finished; a running one stops at its worker's next heartbeat."""
     job = get(s, job_id, project_id=project_id, kind=kind)
     if job.status in FINAL:
@@ -164,10 +184,15 @@ def set_result(s: Session, job_id: str, worker_id: str, **fields) -> None:
 # --- events
 def add_event(s: Session, job_id: str, message: str, *, level: str = "info", type: str = "message",
               data: dict | None = None) -> JobEvent:
-    ev = JobEvent(id=new_id("ftevent-"), job_id=job_id, created_at=now(), level=level, type=type,
-                  message=message, data=data)
+    ev = JobEvent(id=new_id(_kind(s, job_id).event_prefix), job_id=job_id, created_at=now(), level=level,
+                  type=type, message=message, data=data)
     s.add(ev)
     return ev
+
+
+def _kind(s: Session, job_id: str) -> kinds.JobKind:
+    """A job's kind (its row is usually in the session already: no query)."""
+    return kinds.get(s.get(Job, job_id).kind)
 
 
 def events(s: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
@@ -179,26 +204,3 @@ def events(s: Session, job_id: str, *, after: str | None, limit: int) -> tuple[l
             q = q.where(JobEvent.seq < anchor)
     rows = list(s.scalars(q.limit(limit + 1)))
     return rows[:limit], len(rows) > limit
-
-
-# --- checkpoints and models
-def add_checkpoint(s: Session, *, job_id: str, step: int, model_name: str, path: str, metrics: dict) -> None:
-    if s.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)) is None:
-        s.add(Checkpoint(id=new_id("ftckpt_"), job_id=job_id, step=step, model_name=model_name, path=path,
-                         metrics=metrics, created_at=now()))
-
-
-def checkpoints(s: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
-    """Newest first; a checkpoint whose folder was pruned by the trainer is no longer listed."""
-    rows = [c for c in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)
-                                 .order_by(Checkpoint.step.desc())) if Path(c.path).exists()]
-    if after:
-        ids = [c.id for c in rows]
-        rows = rows[ids.index(after) + 1:] if after in ids else rows
-    return rows[:limit], len(rows) > limit
-
-
-def register_model(s: Session, *, model_id: str, project_id: str, job_id: str, base: str, path: str,
-                   pruning_rules: list[str] | None = None) -> None:
-    s.add(FineTunedModel(id=model_id, project_id=project_id, job_id=job_id, base=base, path=path,
-                         created_at=now(), deleted=False, pruning_rules=pruning_rules or None))

@@ -1,4 +1,11 @@
-"""The fine-tuning configuration: one pydantic model whose descriptions feed the CLI help and the API docs."""
+"""The fine-tuning configuration: one pydantic model, the single declaration of every training option.
+
+Its fields become `tuneforge train`'s options, help text included (cli/train_cmd.py builds them from here),
+and the fields declared with `_api(...)` are also accepted by a fine-tuning job in `hyperparameters`
+(tuneforge's extension of OpenAI's three; jobs/fine_tune.py). The platform sets the others itself (files,
+output folder, resume) or takes them under OpenAI's names (n_epochs, batch_size, learning_rate_multiplier,
+seed).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,12 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
+API = {"hyperparameter": True}  # the json_schema_extra that marks a field the API accepts
+
+
+def _api(default, description: str, **constraints):
+    """A field that a fine-tuning job may also set through the API's `hyperparameters`."""
+    return Field(default, description=description, json_schema_extra=API, **constraints)
 
 
 class TrainConfig(BaseModel):
@@ -16,36 +29,41 @@ class TrainConfig(BaseModel):
     data: Path = Field(description="Training file: OpenAI chat fine-tuning JSONL.")
     validation: Path | None = Field(None, description="Validation file (same format): its loss is tracked.")
     out: Path = Field(description="Output folder: adapter (or model), checkpoints, metrics.jsonl, manifest.json.")
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapter on all linear layers, or all weights.")
+    method: Literal["lora", "full"] = _api("lora", "LoRA adapter on all linear layers, or all weights.")
 
     # --- optimization
     epochs: int | Literal["auto"] = Field("auto", description="Passes over the data; auto: ~320 examples, 1-10.")
     learning_rate: float | None = Field(None, description="Peak learning rate; default 1e-3 (LoRA), 5e-5 (full).")
     batch_size: int = Field(4, ge=1, description="Examples per optimizer step (across all processes).")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup, then cosine decay.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    warmup_ratio: float = _api(0.05, "Share of steps with linear warmup, then cosine decay.", ge=0, lt=1)
+    weight_decay: float = _api(0.0, "AdamW weight decay.", ge=0)
+    max_grad_norm: float = _api(1.0, "Gradient clipping norm.", gt=0)
     seed: int = Field(42, description="Seed for initialization and data order.")
 
     # --- LoRA
-    lora_rank: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: int | None = Field(None, description="LoRA alpha; default 2 x rank.")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path.")
+    lora_rank: int = _api(16, "LoRA rank.", ge=1)
+    lora_alpha: int | None = _api(None, "LoRA alpha; default 2 x rank.")
+    lora_dropout: float = _api(0.0, "Dropout on the LoRA path.", ge=0, lt=1)
 
     # --- sequences
-    max_length: int = Field(2048, ge=16, description="Examples longer than this many tokens are truncated.")
-    packing: bool = Field(True, description="Pack short examples into shared rows (no attention across examples).")
-    pack_tokens: int | None = Field(None, description="Tokens per packed row; default 512 on CPU, 4096 on GPU.")
+    max_length: int = _api(2048, "Examples longer than this many tokens are truncated.", ge=16)
+    packing: bool = _api(True, "Pack short examples into shared rows (no attention across examples).")
+    pack_tokens: int | None = _api(None, "Tokens per packed row; default 512 on CPU, 4096 on GPU.")
 
     # --- bookkeeping
-    checkpoint_every: int = Field(50, ge=1, description="Write a resumable checkpoint every N steps (and at the end).")
-    eval_every: int = Field(25, ge=1, description="Validation loss every N steps (and at the end).")
-    keep_checkpoints: int = Field(3, ge=1, description="Keep the newest N step checkpoints.")
-    skip_invalid: bool = Field(False, description="Skip invalid rows instead of refusing the file.")
+    checkpoint_every: int = _api(50, "Write a resumable checkpoint every N steps (and at the end).", ge=1)
+    eval_every: int = _api(25, "Validation loss every N steps (and at the end).", ge=1)
+    keep_checkpoints: int = _api(3, "Keep the newest N step checkpoints.", ge=1)
+    skip_invalid: bool = _api(False, "Skip invalid rows instead of refusing the file.")
     resume: bool = Field(False, description="Continue from the newest checkpoint in the output folder.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list, description="Experiment trackers to log metrics to (where installed)."
     )
+
+    @classmethod
+    def hyperparameters(cls) -> tuple[str, ...]:
+        """The fields a fine-tuning job may set through `hyperparameters` (those declared with `_api`)."""
+        return tuple(name for name, f in cls.model_fields.items() if f.json_schema_extra == API)
 
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]

@@ -5,6 +5,9 @@ requeued after this worker looked dead) it tells the job to stop, which it does 
 Before claiming, a worker requeues jobs whose worker stopped heartbeating: a SIGKILLed worker's job goes
 back to the queue and, since training resumes from the newest checkpoint in the job's folder, continues
 where it left off.
+
+What a job does is its kind's business (`tuneforge.jobs`): the loop claims every registered kind and calls
+the kind's `run`, then its `on_success` / `on_failure` in the transaction that records the outcome.
 """
 
 from __future__ import annotations
@@ -14,45 +17,15 @@ import os
 import socket
 import threading
 import traceback
-from dataclasses import dataclass, field
 
 from tuneforge.errors import TuneforgeError
+from tuneforge.jobs import registry as kinds
+from tuneforge.jobs.context import JobContext, JobStopped
 from tuneforge.store import jobs
 from tuneforge.store.db import Database
 from tuneforge.store.tables import Job
 
 log = logging.getLogger("tuneforge.worker")
-
-
-class JobStopped(Exception):
-    """The job was cancelled, or is no longer this worker's: stop without writing a result."""
-
-
-@dataclass
-class JobContext:
-    """What a job runner gets: its job, the store, and a way to report."""
-
-    job: Job
-    db: Database
-    worker_id: str
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def event(self, message: str, *, level: str = "info", type: str = "message", data: dict | None = None) -> None:
-        with self.db.session() as s:
-            jobs.add_event(s, self.job.id, message, level=level, type=type, data=data)
-
-    def check(self) -> None:
-        """Raise JobStopped if the job should stop (call it often: at least once per training step)."""
-        if self.stop.is_set():
-            raise JobStopped()
-
-
-def runners() -> dict:
-    """Job kind -> runner module: `run(ctx) -> result fields`, and optionally `on_success(session, job, result)`
-    and `on_failure(session, job, error)`, which run in the transaction that marks the job finished."""
-    from tuneforge.worker import fine_tune, relabel
-
-    return {"fine_tune": fine_tune, "relabel": relabel}
 
 
 class Worker:
@@ -61,7 +34,7 @@ class Worker:
         self.db = db
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.poll_s, self.heartbeat_s, self.stale_after_s = poll_s, heartbeat_s, stale_after_s
-        self.runners = runners()
+        self.kinds = kinds.names()  # the kinds this worker claims: every registered one
         self.current: JobContext | None = None
         self.shutting_down = False
 
@@ -78,7 +51,7 @@ class Worker:
             for job_id in jobs.requeue_stale(s, self.stale_after_s):
                 log.warning("requeued %s: its worker stopped heartbeating", job_id)
         with self.db.session() as s:
-            job = jobs.claim(s, self.worker_id, tuple(self.runners))
+            job = jobs.claim(s, self.worker_id, self.kinds)
         if job is None:
             return False
         log.info("running %s (attempt %d)", job.id, job.attempts)
@@ -93,12 +66,13 @@ class Worker:
             self.current.stop.set()
 
     def _run(self, job: Job) -> None:
+        kind = kinds.get(job.kind)
         ctx = self.current = JobContext(job, self.db, self.worker_id)
         beat = threading.Thread(target=self._heartbeat, args=(ctx,), daemon=True)
         beat.start()
         status, result, error = "failed", None, None
         try:
-            result = self.runners[job.kind].run(ctx)
+            result = kind.run(ctx)
             status = "succeeded"
         except JobStopped:
             log.info("%s stopped (%s)", job.id, "shutdown" if self.shutting_down else "cancelled or taken over")
@@ -121,10 +95,11 @@ class Worker:
             self.current = None
         if status is not None:
             with self.db.session() as s:
-                done = jobs.finish(s, job.id, self.worker_id, status, result=result, error=error)
-                hook = getattr(self.runners[job.kind], "on_success" if status == "succeeded" else "on_failure", None)
-                if done and hook is not None:
-                    hook(s, job, result if status == "succeeded" else error)
+                if jobs.finish(s, job.id, self.worker_id, status, result=result, error=error):
+                    if status == "succeeded":
+                        kind.on_success(s, job, result)
+                    else:
+                        kind.on_failure(s, job, error)
 
     def _heartbeat(self, ctx: JobContext) -> None:
         while not ctx.stop.wait(self.heartbeat_s):

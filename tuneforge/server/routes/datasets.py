@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from tuneforge.capture import upstreams
-from tuneforge.errors import Conflict, UserError
+from tuneforge.errors import Conflict
+from tuneforge.jobs import relabel as relabel_job
 from tuneforge.server.capture_protocol import (
     DatasetCreate,
     DatasetEntryList,
@@ -20,7 +20,6 @@ from tuneforge.server.capture_protocol import (
 )
 from tuneforge.server.deps import ProjectDep, StateDep
 from tuneforge.store import datasets, jobs, logs
-from tuneforge.store.db import new_id
 from tuneforge.store.tables import Dataset, Job
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -92,7 +91,7 @@ def cancel(state: StateDep, project: ProjectDep, dataset_id: str):
         if ds.status != "relabeling" or ds.job_id is None:
             raise Conflict(f"dataset {dataset_id} is {ds.status}: only a dataset being relabeled can be cancelled",
                            param="dataset_id", code="invalid_state")
-        jobs.cancel(s, ds.job_id, project_id=project.id, kind="relabel")
+        jobs.cancel(s, ds.job_id, project_id=project.id, kind=relabel_job.KIND.name)
         ds.status = "cancelled"
         return to_api(s, ds)
 
@@ -100,15 +99,6 @@ def cancel(state: StateDep, project: ProjectDep, dataset_id: str):
 @router.post("/{dataset_id}/relabel", response_model=DatasetObject)
 def relabel(state: StateDep, project: ProjectDep, dataset_id: str, body: RelabelCreate):
     """A new dataset with every answer re-written by a teacher model, filled by a relabel job."""
-    if upstreams.from_env().find(body.model) is None:
-        raise UserError(f"no upstream serves `{body.model}`: start the server with TUNEFORGE_UPSTREAM_URL or "
-                          "TUNEFORGE_UPSTREAMS naming it", param="model")
     with state.db.session() as s:
-        ds = datasets.start_relabel(s, project.id, dataset_id, model=body.model, name=body.name)
-        job = jobs.create(s, project_id=project.id, kind="relabel", job_id=new_id("job-"), spec={
-            "dataset": ds.id, "source_dataset": dataset_id, "model": body.model, "concurrency": body.concurrency,
-            "max_attempts": body.max_attempts,
-        })
-        ds.job_id = job.id
-        jobs.enqueue(s, job.id)
-        return to_api(s, ds)
+        job = relabel_job.KIND.accept(s, project, body, dataset_id=dataset_id)
+        return to_api(s, datasets.get(s, relabel_job.KIND.spec(job).dataset, project.id))

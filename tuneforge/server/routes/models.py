@@ -2,57 +2,37 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter
-from sqlalchemy import select
 
-from tuneforge.models import registry
 from tuneforge.server.deps import ProjectDep, StateDep
 from tuneforge.server.protocol import ModelDeleted, ModelList, ModelObject
-from tuneforge.server.serving import model_not_found
-from tuneforge.store.tables import FineTunedModel
+from tuneforge.store import models
+from tuneforge.store.tables import Project
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-BASE_CREATED = 1_700_000_000  # bundled models have no creation time of ours: a fixed, honest "long ago"
 
 
-def _base_models() -> list[ModelObject]:
-    return [ModelObject(id=name, created=BASE_CREATED, owned_by="tuneforge") for name in registry.BUNDLED]
-
-
-def _own(s, project) -> list[FineTunedModel]:
-    q = select(FineTunedModel).where(FineTunedModel.project_id == project.id, FineTunedModel.deleted.is_(False))
-    return list(s.scalars(q.order_by(FineTunedModel.created_at)))
+def to_api(model: models.Model, project: Project) -> ModelObject:
+    owner = "tuneforge" if model.project_id is None else project.name
+    return ModelObject(id=model.id, created=model.created_at, owned_by=owner)
 
 
 @router.get("", response_model=ModelList)
 def list_models(state: StateDep, project: ProjectDep):
     with state.db.session() as s:
-        own = [ModelObject(id=m.id, created=m.created_at, owned_by=project.name) for m in _own(s, project)]
-    return ModelList(data=_base_models() + own)
+        return ModelList(data=[to_api(m, project) for m in models.list_(s, project.id)])
 
 
 @router.get("/{model:path}", response_model=ModelObject)
 def get_model(state: StateDep, project: ProjectDep, model: str):
-    for base in _base_models():
-        if base.id == model:
-            return base
     with state.db.session() as s:
-        row = s.get(FineTunedModel, model)
-        if row is None or row.deleted or row.project_id != project.id:
-            raise model_not_found(model)
-        return ModelObject(id=row.id, created=row.created_at, owned_by=project.name)
+        return to_api(models.get(s, model, project.id), project)
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted)
 def delete_model(state: StateDep, project: ProjectDep, model: str):
     """Delete a fine-tuned model: it stops being served and listed. Its job and files stay, for the record."""
     with state.db.session() as s:
-        row = s.get(FineTunedModel, model)
-        if row is None or row.deleted or row.project_id != project.id:
-            raise model_not_found(model)
-        row.deleted = True
-        path = Path(row.path)
+        path = models.delete(s, model, project.id)
     state.engines.unload(path)
     return ModelDeleted(id=model)
