@@ -58,6 +58,11 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def json_equal(a: Any, b: Any) -> bool:
+    """Deep equality of parsed JSON values (key order ignored; true/false never equal the numbers 1/0)."""
+    return _same(a, b)
+
+
 def answers_match(prediction: str, reference: str) -> bool:
     """True if both are JSON and parse to equal values (key order ignored), else if the normalized texts are equal."""
     pred, ref = _parse(prediction), _parse(reference)

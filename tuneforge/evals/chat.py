@@ -1,0 +1,158 @@
+"""The one way evals talk to a chat model: judges, criterion checks and upstream candidates all go through here.
+
+A `ChatClient` is anything with a `model` name and `complete(messages, max_tokens=, temperature=) -> str`.
+Two come with the core:
+
+- `OpenAIChatClient`: any OpenAI-compatible endpoint (an upstream such as GPT-4o through the configured
+  upstreams and their keys, or a model this platform serves at its own /v1) via the official `openai` SDK,
+  synchronous, with its own retry loop (the SDK's is switched off): 429, 408/409, 5xx, timeouts and dropped
+  connections are retried with exponential backoff and jitter, honouring Retry-After, as
+  `capture/teacher.py` does. A server that refuses `response_format` (HTTP 400) is asked again without it,
+  and not offered it again.
+- `LocalChatClient`: an in-process `tuneforge.inference.generate.Generator` (one call at a time).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from tuneforge.capture.teacher import RETRY_STATUS
+from tuneforge.capture.upstreams import Upstreams, from_env
+from tuneforge.errors import ConfigError, TuneforgeError
+
+
+class ChatError(TuneforgeError):
+    """A chat call that failed for good: a refused request, or too many failed attempts."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message, code="chat_call_failed")
+        self.status = status
+
+
+@runtime_checkable
+class ChatClient(Protocol):
+    """What a judge needs from a model."""
+
+    model: str
+
+    def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
+                 response_format: dict | None = None) -> str:
+        """The text of the model's reply to `messages` (response_format is a hint a client may ignore)."""
+        ...
+
+
+class OpenAIChatClient:
+    """An OpenAI-compatible chat endpoint, called synchronously with retries (thread-safe)."""
+
+    def __init__(self, base_url: str, api_key: str | None, model: str, *, max_attempts: int = 5,
+                 timeout: float = 120.0, base_delay: float = 0.5, sleep: Callable[[float], None] = time.sleep):
+        import openai
+
+        self.model, self.base_url = model, base_url
+        self.max_attempts, self.base_delay, self._sleep = max_attempts, base_delay, sleep
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=timeout)
+        self._response_format_ok = True
+
+    @classmethod
+    def from_upstreams(cls, model: str, upstreams: Upstreams | None = None, **kwargs: Any) -> OpenAIChatClient:
+        """A client for `model` through the configured upstreams ($TUNEFORGE_UPSTREAM_URL / $TUNEFORGE_UPSTREAMS)."""
+        upstream = (upstreams if upstreams is not None else from_env()).find(model)
+        if upstream is None:
+            raise ConfigError(f"no upstream serves model '{model}': set TUNEFORGE_UPSTREAM_URL (and "
+                              "TUNEFORGE_UPSTREAM_API_KEY) or add a route for it to the TUNEFORGE_UPSTREAMS file")
+        key = os.environ.get(upstream.api_key_env) if upstream.api_key_env else None
+        return cls(upstream.url, key, model, **kwargs)
+
+    def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
+                 response_format: dict | None = None) -> str:
+        message = self.respond(messages, max_tokens=max_tokens, temperature=temperature,
+                               response_format=response_format)
+        return message.get("content") or ""
+
+    def respond(self, messages: list[dict], *, tools: list[dict] | None = None, max_tokens: int,
+                temperature: float, top_p: float | None = None, seed: int | None = None,
+                response_format: dict | None = None) -> dict:
+        """The assistant message (role, content, tool_calls) the model replies with."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                                "temperature": temperature}
+        body |= {k: v for k, v in (("tools", tools), ("top_p", top_p), ("seed", seed)) if v is not None}
+        if response_format is not None and self._response_format_ok:
+            body["response_format"] = response_format
+        try:
+            completion = self._call(body)
+        except ChatError as exc:
+            if exc.status != 400 or "response_format" not in body:
+                raise
+            self._response_format_ok = False  # this server does not take it: ask plainly from now on
+            completion = self._call({k: v for k, v in body.items() if k != "response_format"})
+        message = completion.choices[0].message.model_dump(exclude_none=True)
+        return {k: v for k, v in message.items() if k in ("role", "content", "tool_calls")} | {"role": "assistant"}
+
+    def _call(self, body: dict) -> Any:
+        import openai
+
+        last = ""
+        for attempt in range(self.max_attempts):
+            retry_after = None
+            try:
+                completion = self._client.chat.completions.create(**body)
+                if not completion.choices:
+                    raise ChatError(f"{self._where()}: a reply with no choices")
+                return completion
+            except openai.APIStatusError as exc:
+                last = f"HTTP {exc.status_code}: {_short(exc)}"
+                if exc.status_code not in RETRY_STATUS:
+                    raise ChatError(f"{self._where()}: {last}", status=exc.status_code) from None
+                retry_after = _seconds(exc.response.headers.get("retry-after"))
+            except openai.APIConnectionError as exc:  # includes timeouts
+                last = f"{type(exc).__name__}: {exc}"
+            if attempt + 1 < self.max_attempts:
+                backoff = self.base_delay * 2**attempt * (0.5 + random.random())
+                self._sleep(min(retry_after if retry_after is not None else backoff, 60.0))
+        raise ChatError(f"{self._where()}: gave up after {self.max_attempts} attempts: {last}")
+
+    def _where(self) -> str:
+        return f"model '{self.model}' at {self.base_url}"
+
+
+class LocalChatClient:
+    """A model loaded in this process (`tuneforge.inference.generate.Generator`), one call at a time."""
+
+    def __init__(self, generator: Any, model: str):
+        self.generator, self.model = generator, model
+        self._lock = threading.Lock()
+
+    def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
+                 response_format: dict | None = None) -> str:
+        return self.respond(messages, max_tokens=max_tokens, temperature=temperature)["content"]
+
+    def respond(self, messages: list[dict], *, tools: list[dict] | None = None, max_tokens: int,
+                temperature: float, top_p: float | None = None, seed: int | None = None,
+                response_format: dict | None = None) -> dict:
+        from tuneforge.inference.generate import Prompt, SamplingParams
+
+        params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p or 1.0, seed=seed)
+        with self._lock:
+            text = self.generator.complete([Prompt(messages, tools)], params, batch_size=1)[0]
+        return {"role": "assistant", "content": text}
+
+
+def _short(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:300]
+    return str(exc)[:300]
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
