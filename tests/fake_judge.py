@@ -9,6 +9,7 @@ by the model name:
   strict     refuses response_format with HTTP 400, otherwise answers like `marker` (in a code fence)
   criterion  PASS when the judged answer contains GOOD, else FAIL
   deny       HTTP 401 (a bad key)
+  json       prefers the answer that is a JSON object; a tie when both or neither are
   NAME+slow  judge NAME, answering after 0.2 s
   echo       not a judge: answers with the last user message, upper-cased (HTTP 400 if it contains REFUSE)
 
@@ -49,10 +50,21 @@ def verdict(model: str, prompt: str) -> str:
     a, b = _section(prompt, "[Answer A]", "[End of answer A]"), _section(prompt, "[Answer B]", "[End of answer B]")
     if model == "first":
         return json.dumps({"explanation": "The first answer is better.", "winner": "A"})
+    if model == "json":
+        ok_a, ok_b = _is_object(a), _is_object(b)
+        winner = "A" if ok_a and not ok_b else "B" if ok_b and not ok_a else "tie"
+        return json.dumps({"explanation": "the one that is a JSON object", "winner": winner})
     good_a, good_b = "GOOD" in a, "GOOD" in b
     winner = "A" if good_a and not good_b else "B" if good_b and not good_a else "tie"
     reply = json.dumps({"explanation": f"{winner} has the marker" if winner != "tie" else "same", "winner": winner})
     return f"```json\n{reply}\n```" if model == "strict" else reply
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def make_app(calls: list[dict], attempts: dict[str, int]) -> FastAPI:

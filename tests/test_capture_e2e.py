@@ -1,8 +1,11 @@
-"""Must-show: from captured calls to a served model. An app's calls to its provider (a stand-in teacher that
-turns `key=value` records into JSON) are captured through both the SDK wrapper and the proxy; they become a
-dataset (duplicates removed, a held-out test split, the app's long fixed system prompt pruned); a fine-tuning
-job trains SmolLM2 on it by dataset id; and the `ft:` model, sent the app's unchanged requests (system prompt
-and all: the server prunes it), answers the test split better than the base model."""
+"""Must-show: from captured calls to a served model, its eval and the savings. An app's calls to its
+provider (a stand-in teacher that turns `key=value` records into JSON) are captured through both the SDK
+wrapper and the proxy; they become a dataset (duplicates removed, a held-out test split, the app's long fixed
+system prompt pruned); a fine-tuning job trains SmolLM2 on it by dataset id; the `ft:` model, sent the app's
+unchanged requests (system prompt and all: the server prunes it), answers with the pruned prompt. An eval
+run compares it with the base model and the teacher's captured answers on the test split (exact, field-level,
+a scripted judge), and the savings report prices the traffic on the teacher and on the student, with the
+student's win rate."""
 
 from __future__ import annotations
 
@@ -13,7 +16,10 @@ import fake_upstream
 import httpx
 import openai
 import pytest
+from fake_judge import FakeJudge
+from helpers import cli
 from live_server import Server, wait_for_job
+from test_evals_platform import wait_run
 
 import tuneforge
 
@@ -30,32 +36,27 @@ def record(rng: random.Random) -> str:
     return "Convert: " + "; ".join(f"{k}={rng.choice(VALUES)}{rng.randint(1, 99)}" for k in keys)
 
 
+def write_routes(path, judge_url: str):
+    """The judge (a scripted one that prefers JSON objects) through its own upstream route; the teacher
+    through the default upstream."""
+    path.write_text(json.dumps({"upstreams": [{"models": ["json"], "url": judge_url}]}))
+    return path
+
+
 def messages(user: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def score(client, model: str, tests: list[dict]) -> float:
-    """Share of test entries whose reply parses to exactly the teacher's JSON."""
-    import concurrent.futures
-
-    def one(entry: dict) -> bool:
-        user = entry["messages"][1]["content"]
-        reply = client.chat.completions.create(model=model, messages=messages(user), temperature=0, max_tokens=48)
-        try:
-            return json.loads(reply.choices[0].message.content) == json.loads(entry["messages"][-1]["content"])
-        except ValueError:
-            return False
-
-    with concurrent.futures.ThreadPoolExecutor(len(tests)) as pool:  # the server batches them together
-        return sum(pool.map(one, tests)) / len(tests)
 
 
 @pytest.mark.slow
 def test_captured_calls_become_a_fine_tuned_model_that_beats_the_base(tmp_path):
     rng = random.Random(7)
     records = [record(rng) for _ in range(100)]
-    with fake_upstream.running(0) as upstream, Server(
-        tmp_path / "platform", workers=1, env={"TUNEFORGE_UPSTREAM_URL": upstream}
+    routes = tmp_path / "upstreams.json"
+    with fake_upstream.running(0) as upstream, FakeJudge() as judge, Server(
+        tmp_path / "platform", workers=1, env={"TUNEFORGE_UPSTREAM_URL": upstream, "TUNEFORGE_UPSTREAMS": str(
+            write_routes(routes, judge.url))}
     ) as server:
         key = server.key("acme")
         app = tuneforge.OpenAI(base_url=upstream, api_key="sk-app", max_retries=0,
@@ -105,7 +106,29 @@ def test_captured_calls_become_a_fine_tuned_model_that_beats_the_base(tmp_path):
                                 for m in (messages(user), [{"role": "user", "content": user}]))
         assert with_prompt.usage.prompt_tokens == without.usage.prompt_tokens  # the server pruned the system prompt
 
-        base = score(client, "smollm2-135m-instruct", tests)
-        tuned = score(client, job.fine_tuned_model, tests)
-        print(f"exact match on the captured test split: base {base:.2f}, fine-tuned {tuned:.2f}")
-        assert tuned > base and tuned >= 0.6
+        # the student against the teacher's captured answers on the test split: exact, field-level and a judge
+        ev = client.evals.create(name="converter", data_source_config={"type": "custom", "item_schema": {}},
+                                 testing_criteria=[{"type": "exact"}, {"type": "json"},
+                                                   {"type": "judge", "model": "json"}])
+        run = client.evals.runs.create(ev.id, data_source={
+            "type": "tuneforge", "models": [job.fine_tuned_model, "smollm2-135m-instruct", "answers"],
+            "reference": "answers", "source": {"type": "dataset", "id": ds["id"]}})
+        run = wait_run(client, ev.id, run.id)
+        assert run.status == "completed", run.error
+        exact = {m["name"]: m["graders"]["exact"]["mean"] for m in run.summary["models"]}
+        print(f"exact match on the captured test split: {exact}")
+        assert exact["answers"] == 1.0 and exact[job.fine_tuned_model] > exact["smollm2-135m-instruct"]
+        assert exact[job.fine_tuned_model] >= 0.6
+
+        # what the traffic costs on the teacher and would cost on the student, next to its win rate
+        env = {"TUNEFORGE_BASE_URL": server.url, "TUNEFORGE_API_KEY": key}
+        table = json.loads(cli("report", "savings", "--model", "gpt-4o", "--student", job.fine_tuned_model,
+                               "--eval", run.id, "--usd-per-hour", "0.50", "--json", env=env).stdout)
+        assert table["teacher"]["cost_per_day"] > 0 and table["student"]["cost_per_day"] > 0
+        assert table["savings_per_month"] == pytest.approx(
+            (table["teacher"]["cost_per_day"] - table["student"]["cost_per_day"]) * 30)
+        win = table["win_rate"]
+        assert win["ci_low"] <= win["win_rate"] <= win["ci_high"] and win["n"] == 20
+        shown = cli("report", "savings", "--model", "gpt-4o", "--student", job.fine_tuned_model, "--eval", run.id,
+                    "--usd-per-1m-input", "0.1", "--usd-per-1m-output", "0.2", env=env).stdout
+        assert "win rate" in shown.lower()

@@ -4,9 +4,11 @@ from tuneforge.cli import (  # noqa: F401
     data_cmd,
     datasets_cmd,
     demo_cmd,
+    evals_cmd,
     infer_cmd,
     logs_cmd,
     models_cmd,
+    report_cmd,
     serve_cmd,
     train_cmd,
 )

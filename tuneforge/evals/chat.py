@@ -15,10 +15,12 @@ Two come with the core:
 from __future__ import annotations
 
 import os
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol, runtime_checkable
 
 from tuneforge.capture.teacher import RETRY_STATUS
@@ -121,11 +123,16 @@ class OpenAIChatClient:
 
 
 class LocalChatClient:
-    """A model loaded in this process (`tuneforge.inference.generate.Generator`), one call at a time."""
+    """A model loaded in this process (`tuneforge.inference.generate.Generator`). Calls from several threads
+    (a judge's concurrency) are gathered into one generation batch: a batch of 8 costs little more time per
+    step than one answer on a CPU, so eight verdicts come for not much more than the price of one."""
 
-    def __init__(self, generator: Any, model: str):
+    def __init__(self, generator: Any, model: str, *, max_batch: int = 8, gather_s: float = 0.05):
         self.generator, self.model = generator, model
+        self.max_batch, self.gather_s = max_batch, gather_s
+        self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
                  response_format: dict | None = None) -> str:
@@ -137,9 +144,40 @@ class LocalChatClient:
         from tuneforge.inference.generate import Prompt, SamplingParams
 
         params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p or 1.0, seed=seed)
+        done: Future = Future()
+        self._queue.put((Prompt(messages, tools), params, done))
         with self._lock:
-            text = self.generator.complete([Prompt(messages, tools)], params, batch_size=1)[0]
-        return {"role": "assistant", "content": text}
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, daemon=True, name=f"local-chat-{self.model}")
+                self._thread.start()
+        return {"role": "assistant", "content": done.result()}
+
+    def _serve(self) -> None:
+        """Take what is waiting (up to max_batch, gathering for a moment), answer it as batches of equal
+        sampling settings, repeat; exit when nothing came for a while (respond starts a new one)."""
+        while True:
+            try:
+                batch = [self._queue.get(timeout=1.0)]
+            except queue.Empty:
+                return
+            deadline = time.monotonic() + self.gather_s
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            groups: dict[Any, list] = {}
+            for item in batch:
+                groups.setdefault(repr(item[1]), []).append(item)
+            for items in groups.values():
+                try:
+                    texts = self.generator.complete([p for p, _, _ in items], items[0][1], batch_size=len(items))
+                except Exception as exc:  # every caller of the batch gets the error
+                    for _, _, done in items:
+                        done.set_exception(exc)
+                    continue
+                for (_, _, done), text in zip(items, texts):
+                    done.set_result(text)
 
 
 def _short(exc: Exception) -> str:

@@ -13,7 +13,7 @@ from tuneforge.server import errors
 from tuneforge.server.deps import Settings, State
 from tuneforge.server.log_sink import LogSink
 from tuneforge.server.proxy import ProxyMiddleware
-from tuneforge.server.routes import chat, completions, datasets, files, fine_tuning, logs, models
+from tuneforge.server.routes import chat, completions, datasets, evals, files, fine_tuning, logs, models, reports
 from tuneforge.server.serving import Engines
 from tuneforge.store.db import Database
 
@@ -35,11 +35,11 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
     app = FastAPI(
         title="tuneforge", version="0.1.0", lifespan=lifespan,
         description="OpenAI-compatible fine-tuning and serving (files, fine-tuning jobs, models, completions), "
-                    "a logging proxy to upstream providers, request logs and datasets.",
+                    "a logging proxy to upstream providers, request logs, datasets, evals and savings reports.",
     )
     app.state.tuneforge = state
     errors.install(app)
-    for module in (files, fine_tuning, models, chat, completions, logs, datasets):
+    for module in (files, fine_tuning, models, chat, completions, logs, datasets, evals, reports):
         app.include_router(module.router)
 
     @app.middleware("http")

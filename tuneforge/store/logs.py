@@ -199,3 +199,13 @@ def costs(s: Session, project_id: str, flt: LogFilter, by: str = "model") -> lis
          "cost_usd": float(cost or 0.0), "unpriced_calls": n - priced}
         for k, n, p, c, cost, priced in s.execute(q)
     ]
+
+
+def totals(s: Session, project_id: str, flt: LogFilter) -> dict[str, Any]:
+    """Calls, tokens, cost and the time span of the matching calls (for the savings report)."""
+    q = select(func.count(), func.sum(RequestLog.prompt_tokens), func.sum(RequestLog.completion_tokens),
+               func.sum(RequestLog.cost_usd), func.count(RequestLog.cost_usd), func.min(RequestLog.started_at),
+               func.max(RequestLog.started_at)).where(*flt.conditions(project_id))
+    n, p, c, cost, priced, first, last = s.execute(q).one()
+    return {"calls": n, "prompt_tokens": int(p or 0), "completion_tokens": int(c or 0), "cost_usd": float(cost or 0),
+            "unpriced_calls": n - priced, "first": first, "last": last}

@@ -161,3 +161,18 @@ class DatasetEntry(Base):
     label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"log": id} | {"file": id, "line": n} | + "relabel"
     answer_model: Mapped[str | None] = mapped_column(String(300), nullable=True)  # who wrote the answer
+
+
+class Eval(Base):
+    """An eval definition (OpenAI's `eval` object): what the rows look like and how outputs are graded. Its
+    runs are `eval` jobs; each run's outputs, judgments and report live in the job's folder."""
+
+    __tablename__ = "evals"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    data_source_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    testing_criteria: Mapped[list[Any]] = mapped_column(JSON)  # grader specs, each {"type": NAME, "name": ..., ...}
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)

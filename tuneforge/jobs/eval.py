@@ -1,0 +1,239 @@
+"""The eval job: one run of an eval (OpenAI's `eval.run`): test rows x models -> outputs -> graders -> report.
+
+Accepted from `POST /v1/evals/{id}/runs`. The rows are copied into the job's folder when the run is created
+(a file deleted or a dataset changed later does not change the run), the models and judges are checked then,
+and the eval's criteria are copied into the spec. The worker runs `tuneforge.evals.execute` over the job's
+folder, where outputs and judgments are cached as they are made: a requeued run (its worker died) or a rerun
+only generates and judges what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.orm import Session
+
+from tuneforge.data.validate import raise_if_invalid, validate_file
+from tuneforge.errors import UserError
+from tuneforge.evals import suite
+from tuneforge.evals.execute import SamplingSpec, execute
+from tuneforge.evals.models import COLUMN, Local, Models
+from tuneforge.evals.runner import TestSet
+from tuneforge.jobs.context import JobContext
+from tuneforge.jobs.registry import JobKind
+from tuneforge.progress import Event
+from tuneforge.store import datasets, evals, files, jobs, models
+from tuneforge.store.db import Database
+from tuneforge.store.tables import Eval, Job, Project
+
+MAX_ROWS = 5000
+MAX_MODELS = 8
+PROGRESS_EVENT_EVERY_S = 1.0
+SAMPLE = COLUMN + "sample"  # OpenAI's `jsonl` data source: answers already in each item's `sample`
+
+
+class Source(BaseModel):
+    """Where the rows come from: OpenAI's `file_id` / `file_content`, or a dataset's split, or a bundled suite."""
+
+    type: Literal["file_id", "file_content", "dataset", "suite"]
+    id: str | None = Field(None, description="file_id: the uploaded file; dataset: the dataset id.")
+    content: list[dict[str, Any]] | None = Field(None, max_length=MAX_ROWS, description="file_content: "
+                                                 "[{\"item\": ROW, \"sample\"?: {...}}].")
+    split: Literal["train", "test"] = Field("test", description="dataset: which split.")
+    name: str | None = Field(None, description="suite: its name (`general`).")
+
+
+class DataSource(BaseModel):
+    type: Literal["completions", "jsonl", "tuneforge"]
+    source: Source
+    model: str | None = Field(None, description="completions: the one model sampled.")
+    models: list[str] | None = Field(None, min_length=1, max_length=MAX_MODELS, description="tuneforge: the models "
+                                     "compared (registry, ft:, upstream, `answers`, `column:KEY`).")
+    reference: str | None = Field(None, description="tuneforge: judge every model against this one (default: "
+                                  "every pair).")
+    sampling_params: SamplingSpec = Field(default_factory=SamplingSpec)
+
+    def model_names(self) -> list[str]:
+        if self.type == "completions":
+            if not self.model:
+                raise UserError("a completions data source needs a `model`", param="data_source.model")
+            return [self.model]
+        if self.type == "jsonl":
+            return [SAMPLE]
+        if not self.models:
+            raise UserError("a tuneforge data source needs `models`", param="data_source.models")
+        if len(set(self.models)) != len(self.models):
+            raise UserError("a model is named twice in `models`", param="data_source.models")
+        return self.models
+
+
+class EvalRunSpec(BaseModel):
+    eval_id: str
+    name: str
+    data_source: dict[str, Any]  # as given, echoed back by the API
+    models: list[str]
+    reference: str | None = None
+    testing_criteria: list[dict[str, Any]]
+    sampling: SamplingSpec
+    test_set: str  # its name in the report
+    rows: int
+    metadata: dict[str, str] | None = None
+
+
+class EvalKind(JobKind):
+    name = "eval"
+    noun = "eval run"
+    Spec = EvalRunSpec
+    id_prefix = "evalrun_"
+    event_prefix = "evalevent_"
+    id_param = "run_id"
+    created_message = "Eval run created"
+    queued_message = "Rows and models checked, run queued"
+
+    def accept(self, s: Session, project: Project, request: Any, **where: str) -> Job:
+        """A RunCreate request for the eval `where["eval_id"]` (an Eval row)."""
+        ev: Eval = where["eval"]  # type: ignore[assignment]
+        try:
+            source = DataSource.model_validate(request.data_source)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise UserError(f"data_source.{field}: {err['msg']}", param=f"data_source.{field}") from None
+        names = source.model_names()
+        test_name, rows = _rows(s, project.id, source)
+        checker = Models(locate=_locator_session(s, project.id))
+        checker.check(names + [c["model"] for c in ev.testing_criteria if c.get("model")])
+        if source.reference is not None and source.reference not in names:
+            raise UserError(f"reference '{source.reference}' is not one of the models", param="data_source.reference")
+        spec = EvalRunSpec(
+            eval_id=ev.id, name=request.name or f"{ev.name} run", data_source=request.data_source, models=names,
+            reference=source.reference, testing_criteria=evals.with_paths(s, project.id, ev.testing_criteria),
+            sampling=source.sampling_params,
+            test_set=test_name, rows=len(rows), metadata=request.metadata,
+        )
+        job = jobs.submit(s, project_id=project.id, kind=self.name, spec=spec.model_dump(mode="json"))
+        folder = Path(job.out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return job
+
+    def run(self, ctx: JobContext) -> dict:
+        spec: EvalRunSpec = self.spec(ctx.job)
+        folder = Path(ctx.job.out_dir)
+        rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
+        ctx.event(f"Evaluating {', '.join(spec.models)} on {len(rows)} rows")
+        progress = _Progress(ctx)
+        report = execute([TestSet(spec.test_set, rows)], Models(locate=_locator(ctx.db, ctx.job.project_id)),
+                         spec.models, spec.testing_criteria, reference=spec.reference, sampling=spec.sampling,
+                         workdir=folder, on_event=progress, check=ctx.check)
+        work = report.get("work", {})
+        ctx.event(f"Report written: {work.get('generated', 0)} answers generated and {work.get('judge_calls', 0)} "
+                  "judge calls made by this attempt")
+        return summary(report)
+
+
+def summary(report: dict) -> dict:
+    """What the run object shows without the whole report: counts, means with CIs, pairwise and ratings."""
+    models_ = [{"name": m["name"], "graders": m["graders"]} for m in report["models"]]
+    return {"models": models_, "pairwise": report["pairwise"], "ratings": report["ratings"],
+            "judge": report["judge"], "counts": _counts(report)}
+
+
+def _counts(report: dict) -> dict:
+    """OpenAI's result counts over output items (one per row and model): passed when every pointwise grade
+    that applies is 1, errored when the model gave no answer."""
+    total = passed = errored = 0
+    per: dict[str, list[int]] = {}
+    for row in report["rows"]:
+        for model, out in row["outputs"].items():
+            total += 1
+            if out.get("error"):
+                errored += 1
+                continue
+            scores = {label: g[model]["score"] for label, g in row["grades"].items() if model in g}
+            for label, score in scores.items():
+                if score is not None:
+                    per.setdefault(label, [0, 0])[0 if score >= 1 else 1] += 1
+            passed += all(v is None or v >= 1 for v in scores.values())
+    return {"total": total, "passed": passed, "failed": total - passed - errored, "errored": errored,
+            "per_testing_criteria": {k: {"passed": v[0], "failed": v[1]} for k, v in per.items()}}
+
+
+class _Progress:
+    """The runner's events as job events, at most one progress event a second (and every phase change)."""
+
+    def __init__(self, ctx: JobContext):
+        self.ctx, self.last = ctx, 0.0
+
+    def __call__(self, ev: Event) -> None:
+        self.ctx.check()
+        if ev.kind == "progress":
+            now = time.monotonic()
+            if now - self.last < PROGRESS_EVENT_EVERY_S and ev.step != ev.total:
+                return
+            self.last = now
+            self.ctx.event(f"{ev.message or 'progress'}: {ev.step}/{ev.total}", type="metrics",
+                           data={"step": ev.step, "total": ev.total, **ev.metrics})
+        elif ev.message and ev.kind in ("message", "start"):
+            self.ctx.event(ev.message)
+
+
+def _rows(s: Session, project_id: str, source: DataSource) -> tuple[str, list[dict]]:
+    src = source.source
+    if src.type == "suite":
+        test_set = suite.load_suite(src.name or "")
+        return test_set.name, test_set.rows
+    if src.type == "dataset":
+        ds = datasets.get(s, src.id or "", project_id)
+        lines = datasets.export_lines(s, ds, src.split)
+        name, rows = f"{ds.name} ({src.split})", [json.loads(line) for line in lines]
+    elif src.type == "file_id":
+        f = files.get(s, src.id or "", project_id=project_id)
+        rows, name = _valid(Path(f.path), f.filename), f.filename
+    else:
+        rows, name = [_item(c, source.type) for c in src.content or []], "file_content"
+    if not rows or len(rows) > MAX_ROWS:
+        raise UserError(f"an eval run takes 1 to {MAX_ROWS} rows; this source has {len(rows)}",
+                        param="data_source.source")
+    return name, rows
+
+
+def _valid(path: Path, filename: str) -> list[dict]:
+    report = validate_file(path, prompts=True)
+    raise_if_invalid(report)  # one FILE:LINE: problem per bad row
+    return [row for _line, row in report.rows]
+
+
+def _item(content: dict, kind: str) -> dict:
+    row = dict(content.get("item") or {})
+    sample = content.get("sample")
+    if kind == "jsonl" and sample is not None:
+        row["sample"] = sample.get("output_text") if "output_text" in sample else (sample.get("output") or [{}])[0]
+    return row
+
+
+def _locator_session(s: Session, project_id: str):
+    def locate(name: str) -> Local | None:
+        found = models.find(s, name, project_id, checkpoints=True)
+        return Local(name) if found is not None else None
+
+    return locate
+
+
+def _locator(db: Database, project_id: str):
+    def locate(name: str) -> Local | None:
+        with db.session() as s:
+            if models.find(s, name, project_id, checkpoints=True) is None:
+                return None
+        w = models.resolve(db, name, project_id)
+        adapter = str(w.adapter) if w.adapter else None
+        return Local(w.base, adapter, cache_id=f"{name}@{Path(adapter or w.base).name}")
+
+    return locate
+
+
+KIND = EvalKind()
