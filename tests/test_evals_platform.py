@@ -145,6 +145,15 @@ def test_bad_evals_are_refused_before_anything_runs(data_dir):
         with pytest.raises(openai.NotFoundError):
             client.evals.runs.create(ev.id, data_source={"type": "completions", "model": "answers",
                                                           "source": {"type": "file_id", "id": "file-nope"}})
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.evals.runs.create(ev.id, data_source={"type": "completions", "model": "answers", "source": {
+                "type": "file_content", "content": [{"item": rows()[0]}, {"item": {"messages": "nope"}}]}})
+        assert "file_content:2:" in bad.value.message and str(data_dir) not in bad.value.message
+        broken = client.files.create(file=("broken.jsonl", io.BytesIO(b'{"messages": []}\n')), purpose="evals").id
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.evals.runs.create(ev.id, data_source={"type": "completions", "model": "answers", "source": {
+                "type": "file_id", "id": broken}})
+        assert f"{broken} (broken.jsonl):1:" in bad.value.message and str(data_dir) not in bad.value.message
         run = client.evals.runs.create(ev.id, data_source={"type": "completions", "model": "answers",
                                                             "source": source})
         assert run.status == "queued" and run.model == "answers"

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from tuneforge.data.validate import raise_if_invalid, validate_file
+from tuneforge.data.validate import validate_file
 from tuneforge.errors import UserError
 from tuneforge.evals import suite
 from tuneforge.evals.execute import SamplingSpec, execute
@@ -36,13 +36,18 @@ PROGRESS_EVENT_EVERY_S = 1.0
 SAMPLE = COLUMN + "sample"  # OpenAI's `jsonl` data source: answers already in each item's `sample`
 
 
+class ContentItem(BaseModel):
+    item: dict[str, Any] = Field(description="A row: `messages` ending in the reference answer, `tools`, ...")
+    sample: dict[str, Any] | None = Field(None, description="jsonl: the answer already made (`output_text`, or "
+                                          "`output`: [assistant message]).")
+
+
 class Source(BaseModel):
     """Where the rows come from: OpenAI's `file_id` / `file_content`, or a dataset's split, or a bundled suite."""
 
     type: Literal["file_id", "file_content", "dataset", "suite"]
     id: str | None = Field(None, description="file_id: the uploaded file; dataset: the dataset id.")
-    content: list[dict[str, Any]] | None = Field(None, max_length=MAX_ROWS, description="file_content: "
-                                                 "[{\"item\": ROW, \"sample\"?: {...}}].")
+    content: list[ContentItem] | None = Field(None, max_length=MAX_ROWS, description="file_content: the rows.")
     split: Literal["train", "test"] = Field("test", description="dataset: which split.")
     name: str | None = Field(None, description="suite: its name (`general`).")
 
@@ -193,26 +198,43 @@ def _rows(s: Session, project_id: str, source: DataSource) -> tuple[str, list[di
         name, rows = f"{ds.name} ({src.split})", [json.loads(line) for line in lines]
     elif src.type == "file_id":
         f = files.get(s, src.id or "", project_id=project_id)
-        rows, name = _valid(Path(f.path), f.filename), f.filename
+        rows, name = _valid(Path(f.path), f"{f.id} ({f.filename})"), f.filename
     else:
-        rows, name = [_item(c, source.type) for c in src.content or []], "file_content"
+        rows, name = _valid_content([_item(c, source.type) for c in src.content or []]), "file_content"
     if not rows or len(rows) > MAX_ROWS:
         raise UserError(f"an eval run takes 1 to {MAX_ROWS} rows; this source has {len(rows)}",
                         param="data_source.source")
     return name, rows
 
 
-def _valid(path: Path, filename: str) -> list[dict]:
+def _valid(path: Path, shown: str) -> list[dict]:
+    """The rows of a test file, or one FILE:LINE: problem per bad row (named as the caller knows the file)."""
     report = validate_file(path, prompts=True)
-    raise_if_invalid(report)  # one FILE:LINE: problem per bad row
+    if not report.ok:
+        problems = [line.replace(str(path), shown) for line in report.format_problems()]
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise UserError(f"{shown} has rows an eval cannot use:\n" + "\n".join(problems[:20]) + more,
+                        param="data_source.source", code="invalid_file_format")
     return [row for _line, row in report.rows]
 
 
-def _item(content: dict, kind: str) -> dict:
-    row = dict(content.get("item") or {})
-    sample = content.get("sample")
+def _valid_content(rows: list[dict]) -> list[dict]:
+    """Inline rows, checked as a file's would be (the line numbers are the items' positions, from 1)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", prefix="file_content-") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        f.flush()
+        return _valid(Path(f.name), "file_content")
+
+
+def _item(content: ContentItem, kind: str) -> dict:
+    row = dict(content.item)
+    sample = content.sample
     if kind == "jsonl" and sample is not None:
-        row["sample"] = sample.get("output_text") if "output_text" in sample else (sample.get("output") or [{}])[0]
+        output = sample.get("output")
+        row["sample"] = sample.get("output_text") if "output_text" in sample else \
+            output[0] if isinstance(output, list) and output else ""
     return row
 
 
