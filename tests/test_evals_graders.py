@@ -117,6 +117,33 @@ def test_regex_search_fullmatch_flags_and_negate():
     assert forbid.grade(row("x"), Output("You get a refund")).detail == "matches the forbidden pattern"
 
 
+
+def test_a_catastrophic_pattern_times_out_and_scores_zero_instead_of_hanging():
+    import time
+
+    grader = graders.make({"name": "regex", "pattern": "(a+)+$"})
+    start = time.monotonic()
+    grade = grader.grade(row("x"), Output("a" * 50_000 + "!"))
+    assert time.monotonic() - start < 10
+    assert grade.score == 0.0 and "timed out" in grade.detail
+    by_row = graders.make("by_row")  # a row's own pattern is held to the same limit
+    assert by_row.grade(row("x", grader={"name": "regex", "pattern": "(a+)+$", "negate": True}),
+                        Output("a" * 50_000 + "!")).score == 0.0
+
+
+def test_tenant_options_are_bounded():
+    with pytest.raises(UserError, match="pattern: String should have at most 1000 characters"):
+        graders.make({"name": "regex", "pattern": "a" * 1001})
+    with pytest.raises(UserError, match="label: String should have at most 200 characters"):
+        graders.make({"name": "exact", "label": "x" * 201})
+    for option, value in [("concurrency", 33), ("max_tokens", 4097), ("temperature", 2.5), ("criteria", "c" * 4001)]:
+        for name, extra in [("judge", {}), ("criterion", {"criterion": "c"})]:
+            with pytest.raises(UserError, match=option):
+                graders.make({"name": name, option: value, **extra}, client=object())
+    with pytest.raises(UserError, match="criterion: String should have at most 4000 characters"):
+        graders.make({"name": "criterion", "criterion": "c" * 4001}, client=object())
+
+
 # numeric
 
 

@@ -6,6 +6,8 @@ position consistency 0; an unbiased judge's wins come through; identical answers
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fake_judge import FakeJudge
 
@@ -169,6 +171,46 @@ def test_the_user_prompt_file_and_criteria_go_into_the_request(tmp_path):
     bad.write_text("--- system ---\nx\n--- user ---\n{{answer_a}} only\n")
     with pytest.raises(UserError, match="answer_b"):
         PairwiseJudge({"prompt_file": str(bad)}, client=OpenAIChatClient("http://127.0.0.1:9/v1", None, "m"))
+
+
+
+def test_reports_and_errors_name_a_file_by_its_name_never_its_server_path(tmp_path):
+    folder = tmp_path / "server-side"
+    folder.mkdir()
+    prompt = folder / "my-criterion.md"
+    prompt.write_text("--- system ---\nJudge.\n--- user ---\n{{criterion}}: {{answer}}\n")
+    labels = folder / "labels.jsonl"
+    labels.write_text(json.dumps(row("q", "GOOD", label="PASS")) + "\n")
+    client = OpenAIChatClient("http://127.0.0.1:9/v1", None, "m")
+    grader = CriterionGrader({"criterion": "c", "prompt_file": str(prompt), "alignment_file": str(labels)},
+                             client=client)
+    described = grader.describe()
+    assert (described["prompt_file"], described["alignment_file"]) == ("my-criterion.md", "labels.jsonl")
+    assert str(folder) not in json.dumps(described)
+    (folder / "flat.md").write_text("no sections")
+    (folder / "partial.md").write_text("--- system ---\nx\n--- user ---\n{{answer}}\n")
+    (folder / "broken.jsonl").write_text("{}\nnot json\n")
+    cases = [({"prompt_file": str(folder / "gone.md")}, "gone.md: cannot read the judge prompt"),
+             ({"prompt_file": str(folder / "flat.md")}, "flat.md: a judge prompt needs"),
+             ({"prompt_file": str(folder / "partial.md")}, "partial.md: the user section must contain"),
+             ({"alignment_file": str(folder / "gone.jsonl")}, "gone.jsonl: cannot read the alignment set"),
+             ({"alignment_file": str(folder / "broken.jsonl")}, "broken.jsonl:2: not valid JSON")]
+    for options, message in cases:
+        with pytest.raises(UserError, match=message) as caught:
+            CriterionGrader({"criterion": "c", **options}, client=client)
+        assert str(folder) not in str(caught.value)
+
+
+def test_chat_errors_name_the_model_not_the_upstream_address():
+    with FakeJudge() as fake:
+        with pytest.raises(ChatError, match="401") as refused:
+            OpenAIChatClient(fake.url, "k", "deny").complete([], max_tokens=16, temperature=0.0)
+    unreachable = OpenAIChatClient("http://127.0.0.1:9/v1", None, "gone", max_attempts=1)
+    with pytest.raises(ChatError, match="gave up") as gave_up:
+        unreachable.complete([{"role": "user", "content": "hi"}], max_tokens=16, temperature=0.0)
+    for exc, url, model in [(refused, fake.url, "deny"), (gave_up, "127.0.0.1:9", "gone")]:
+        assert f"model '{model}' (upstream)" in str(exc.value)
+        assert url not in str(exc.value) and "127.0.0.1" not in str(exc.value)
 
 
 def test_the_bundled_prompt_shows_the_reference_only_when_asked():

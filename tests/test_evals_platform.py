@@ -114,7 +114,12 @@ def test_eval_job_survives_a_killed_worker_and_judges_nothing_twice(data_dir):
 
         items = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100)
         assert len(items.data) == 100 and items.has_more
-        assert {i.status for i in items.data} == {"pass", "fail"}
+        rest = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100, after=items.data[-1].id)
+        assert len(rest.data) == 2 * N_ROWS - 100 and not rest.has_more
+        passed = client.evals.runs.output_items.list(run.id, eval_id=ev.id, limit=100, status="pass")
+        assert len(passed.data) == done.result_counts.passed and {i.status for i in passed.data} == {"pass"}
+        one = client.evals.runs.output_items.retrieve(rest.data[0].id, eval_id=ev.id, run_id=run.id)
+        assert one.sample.model == rest.data[0].sample.model and one.results[0].name == "exact"
         page = httpx.get(f"{server.url}{done.report_url}", headers={"authorization": f"Bearer {key}"})
         assert page.status_code == 200 and "<svg" in page.text and "https://" not in page.text
 
@@ -126,22 +131,41 @@ def test_eval_job_survives_a_killed_worker_and_judges_nothing_twice(data_dir):
 
 
 def test_bad_evals_are_refused_before_anything_runs(data_dir):
-    with Server(data_dir, workers=0) as server:
+    # a default upstream would take any model name: our own names must still be ours
+    with Server(data_dir, workers=0, env={"TUNEFORGE_UPSTREAM_URL": "http://127.0.0.1:9/v1"}) as server:
         client = server.client(server.key("acme"))
+        elsewhere = server.client(server.key("globex")).files.create(
+            file=("p.md", io.BytesIO(b"judge {a} {b}")), purpose="evals").id
         with pytest.raises(openai.BadRequestError, match="unknown grader 'nope'"):
             client.evals.create(data_source_config={"type": "custom", "item_schema": {}},
                                 testing_criteria=[{"type": "nope"}])
         with pytest.raises(openai.BadRequestError, match="needs a `model`"):
             client.evals.create(data_source_config={"type": "custom", "item_schema": {}},
                                 testing_criteria=[{"type": "judge"}])
-        with pytest.raises(openai.BadRequestError, match="upload the file"):
-            client.evals.create(data_source_config={"type": "custom", "item_schema": {}},
-                                testing_criteria=[{"type": "judge", "model": "x", "prompt_file": "/etc/passwd"}])
+        for path in ("/etc/passwd", elsewhere):  # a path on the server, another project's file
+            with pytest.raises(openai.BadRequestError, match="upload the file"):
+                client.evals.create(data_source_config={"type": "custom", "item_schema": {}},
+                                    testing_criteria=[{"type": "judge", "model": "x", "prompt_file": path}])
         ev = client.evals.create(data_source_config={"type": "custom", "item_schema": {}},
                                  testing_criteria=[{"type": "exact"}])
         source = {"type": "file_id", "id": upload(client, rows()[:3])}
-        with pytest.raises(openai.BadRequestError, match="model 'gpt-9'"):
-            client.evals.runs.create(ev.id, data_source={"type": "tuneforge", "models": ["gpt-9"], "source": source})
+        with pytest.raises(openai.NotFoundError, match="ft:smollm2-135m-instruct:globex"):
+            client.evals.runs.create(ev.id, data_source={"type": "tuneforge", "source": source, "models": [
+                "answers", "ft:smollm2-135m-instruct:globex::0123456789ab"]})
+        with pytest.raises(openai.BadRequestError, match="row 1 has no field 'gpt'"):
+            client.evals.runs.create(ev.id, data_source={"type": "tuneforge", "models": ["column:gpt"],
+                                                          "source": source})
+        judged = client.evals.create(data_source_config={"type": "custom", "item_schema": {}},
+                                     testing_criteria=[{"type": "judge", "model": "answers"}])
+        with pytest.raises(openai.BadRequestError, match="a judge must be a model"):
+            client.evals.runs.create(judged.id, data_source={"type": "tuneforge", "models": ["answers", "gpt-4o"],
+                                                              "source": source})
+        with pytest.raises(openai.BadRequestError, match="at least two models"):
+            client.evals.runs.create(judged.id, data_source={"type": "completions", "model": "gpt-4o",
+                                                              "source": source})
+        suite = client.evals.runs.create(ev.id, data_source={"type": "tuneforge", "models": ["answers"],
+                                                              "source": {"type": "suite", "name": "general"}})
+        assert suite.status == "queued" and client.evals.runs.retrieve(suite.id, eval_id=ev.id).models == ["answers"]
         with pytest.raises(openai.NotFoundError):
             client.evals.runs.create(ev.id, data_source={"type": "completions", "model": "answers",
                                                           "source": {"type": "file_id", "id": "file-nope"}})
@@ -158,6 +182,17 @@ def test_bad_evals_are_refused_before_anything_runs(data_dir):
                                                             "source": source})
         assert run.status == "queued" and run.model == "answers"
         assert client.evals.runs.cancel(run.id, eval_id=ev.id).status == "canceled"
+        oldest_first = [r.id for r in client.evals.runs.list(ev.id).data]
+        assert sorted(oldest_first) == sorted([suite.id, run.id])
+        assert [r.id for r in client.evals.runs.list(ev.id, order="desc").data] == oldest_first[::-1]
+        page = client.evals.runs.list(ev.id, limit=1)
+        assert page.has_more and [r.id for r in client.evals.runs.list(ev.id, after=page.data[0].id).data] == \
+            oldest_first[1:]
+        assert client.evals.runs.delete(run.id, eval_id=ev.id).deleted
+        assert client.evals.update(ev.id, name="renamed").name == "renamed"
+        assert client.evals.delete(ev.id).deleted
+        with pytest.raises(openai.NotFoundError):
+            client.evals.runs.retrieve(suite.id, eval_id=ev.id)
 
 
 def test_cli_runs_an_eval_here_and_resumes_it(tmp_path, data_dir):
@@ -172,12 +207,15 @@ def test_cli_runs_an_eval_here_and_resumes_it(tmp_path, data_dir):
         proc = cli(*args, env=env)
         run_id = next(p for p in (data_dir / "evals").iterdir()).name
         calls = len(judge.calls)
-        again = cli(*args, "--resume", run_id, env=env)
+        first = json.loads((data_dir / "evals" / run_id / "report.json").read_text())
+        cli(*args, "--resume", run_id, env=env)
         assert len(judge.calls) == calls  # nothing asked twice
+        changed = cli(*args, "--limit", "3", "--resume", run_id, env=env, check=False)
     assert "echo" in proc.stdout and "position consistency 1.000" in proc.stdout
-    assert again.stdout.count("echo") == proc.stdout.count("echo")
     report = json.loads((data_dir / "evals" / run_id / "report.json").read_text())
     assert report["work"] == {"generated": 0, "judge_calls": 0}
+    assert report["models"] == first["models"] and report["pairwise"] == first["pairwise"]
+    assert changed.returncode == 1 and "give the same models" in changed.stderr
     assert (tmp_path / "r.html").read_text().startswith("<!")
     listing = cli("evals", "list").stdout
     assert run_id in listing and "completed" in listing

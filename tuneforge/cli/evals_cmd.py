@@ -33,7 +33,7 @@ def criteria_from_flags(grader: list[str] | None, judge: str | None, criteria: s
     """--grader NAME or a JSON criterion; `judge` and `criterion` take --judge as their model."""
     out_: list[dict] = [{"type": "by_row", "name": suite}] if suite else []
     for g in grader or ([] if suite else ["exact"]):
-        c = json.loads(g) if g.lstrip().startswith("{") else {"type": g}
+        c = _criterion(g)
         if c["type"] in ("judge", "criterion"):
             if not judge and "model" not in c:
                 raise UserError(f"--grader {c['type']} needs --judge MODEL (a model here or an upstream's)")
@@ -42,6 +42,25 @@ def criteria_from_flags(grader: list[str] | None, judge: str | None, criteria: s
                 c.setdefault("criteria", criteria)
         out_.append(c)
     return out_
+
+
+def _criterion(flag: str) -> dict:
+    if not flag.lstrip().startswith("{"):
+        return {"type": flag}
+    try:
+        c = json.loads(flag)
+    except ValueError as exc:
+        raise UserError(f"--grader {flag}: not valid JSON ({exc})") from None
+    if not isinstance(c, dict) or not isinstance(c.get("type"), str):
+        raise UserError(f"--grader {flag}: a JSON criterion is an object with a \"type\" (e.g. {{\"type\": "
+                        "\"regex\", \"pattern\": \"...\"}})")
+    return c
+
+
+def _aliases(models: list[str]) -> tuple[list[str], dict[str, str]]:
+    """NAME=MODEL: the report calls MODEL NAME (a folder's path is a poor name)."""
+    aliases = dict(m.split("=", 1) for m in models if "=" in m and not Path(m).exists())
+    return [m.split("=", 1)[0] if "=" in m and not Path(m).exists() else m for m in models], aliases
 
 
 @evals_app.command("run")
@@ -57,9 +76,9 @@ def run(
     judge: Annotated[str | None, Opt(help="The judge model for `judge` / `criterion`.")] = None,
     criteria: Annotated[str | None, Opt(help="Your criteria for a better answer, added to the judge's prompt.")] = None,
     reference: Annotated[str | None, Opt(help="Judge every model against this one (default: every pair).")] = None,
-    limit: Annotated[int | None, Opt(help="Only the first N rows.")] = None,
-    max_tokens: Annotated[int | None, Opt(help="Longest answer (default: a margin over the longest reference).")]
-    = None,
+    limit: Annotated[int | None, Opt(min=1, help="Only the first N rows.")] = None,
+    max_tokens: Annotated[int | None, Opt(min=1, max=4096, help="Longest answer (default: a margin over the "
+                                                               "longest reference).")] = None,
     out_json: Annotated[Path | None, Opt("--out", help="Copy the report JSON here.")] = None,
     html: Annotated[Path | None, Opt(help="Copy the report page here.")] = None,
     resume: Annotated[str | None, Opt(help="Continue a local run by its id (only what is missing is done).")]
@@ -75,6 +94,11 @@ def run(
         raise UserError(f"--data {data}: no such file")
     specs = criteria_from_flags(grader, judge, criteria, suite)
     if remote:
+        if any("=" in m for m in model) or resume:
+            raise UserError("--remote takes the platform's model names as they are (no NAME=MODEL) and no "
+                            "--resume (a platform run resumes by itself)")
+        if limit and data is None:
+            raise UserError("--limit applies to --data files; a dataset or suite runs whole on the platform")
         report, folder = _remote(Platform(base_url, api_key), model, specs, data, dataset, suite, reference, limit,
                                  max_tokens)
     else:
@@ -97,26 +121,33 @@ def _local(models: list[str], specs: list[dict], data: Path | None, suite: str |
     from tuneforge.evals.models import Models
     from tuneforge.evals.runner import TestSet, load_rows
     from tuneforge.store.db import new_id
+    from tuneforge.store.models import is_hosted
 
     criteria_.check(specs)
     test_set = suites.load_suite(suite) if suite else TestSet(data.name, load_rows(data))
     if limit:
         test_set = TestSet(test_set.name, test_set.rows[:limit])
+    names, aliases = _aliases(models)
+    models_ = Models(aliases=aliases, hosted=is_hosted)
+    models_.check(names)
+    models_.check_judges([c["model"] for c in specs if c.get("model")])
     run_id = resume or new_id("evalrun_")
     folder = paths.data_dir() / "evals" / run_id
-    if resume and not folder.is_dir():
-        raise UserError(f"--resume {resume}: no local run with that id in {folder.parent}")
+    meta = {"id": run_id, "models": models, "criteria": specs, "test_set": test_set.name, "rows": len(test_set.rows),
+            "reference": reference, "max_tokens": max_tokens}
+    if resume:
+        if not (folder / "run.json").exists():
+            raise UserError(f"--resume {resume}: no local run with that id in {folder.parent}")
+        if json.loads((folder / "run.json").read_text()) != meta:
+            raise UserError(f"--resume {resume}: give the same models, graders, data and options as that run "
+                            f"(see {folder / 'run.json'})")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "run.json").write_text(json.dumps({"id": run_id, "models": models, "criteria": specs,
-                                                 "test_set": test_set.name, "rows": len(test_set.rows)}))
+    (folder / "run.json").write_text(json.dumps(meta))
     console.print(f"[dim]run {run_id} in {folder}[/dim]")
-    aliases = dict(m.split("=", 1) for m in models if "=" in m and not Path(m).exists())
-    models = [m.split("=", 1)[0] if m.split("=", 1)[0] in aliases else m for m in models]
-    models_ = Models(aliases=aliases)
-    models_.check(models)
     with ProgressBar("evaluating") as bar:
-        report = execute([test_set], models_, models, specs, reference=reference,
-                         sampling=SamplingSpec(max_completion_tokens=max_tokens), workdir=folder, on_event=bar)
+        report = execute([test_set], models_, names, specs, reference=reference,
+                         sampling=SamplingSpec(max_completion_tokens=max_tokens), workdir=folder, on_event=bar,
+                         forgetting=suite is not None)
     return report, folder
 
 

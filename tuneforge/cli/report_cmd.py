@@ -33,8 +33,8 @@ def savings(
     model: Model = None, tag: Tag = None, since: Since = None, until: Until = None,
     eval_run: Annotated[str | None, Opt("--eval", help="An eval run that compared the student with the teacher.")]
     = None,
-    teacher: Annotated[str | None, Opt(help="The teacher's name in that run (default: --model, else `answers`).")]
-    = None,
+    teacher: Annotated[str | None, Opt(help="The teacher's name in that run (default: `answers`, the captured "
+                                            "replies, when the run has them, else --model).")] = None,
     usd_per_hour: Annotated[float | None, Opt(help="What the student's machine costs per hour.")] = None,
     tokens_per_second: Annotated[float | None, Opt(help="The student's speed (default: measured now).")] = None,
     usd_per_1m_input: Annotated[float | None, Opt(help="Or: the student's price per 1M input tokens.")] = None,
@@ -46,7 +46,8 @@ def savings(
     """Teacher cost vs student cost per day and month for the matching traffic, with the student's win rate."""
     platform = Platform(base_url, api_key)
     flt = {"model": model, "tag": tag or [], "since": since, "until": until}
-    if usd_per_hour is not None and tokens_per_second is None and usd_per_1m_input is None:
+    per_token = usd_per_1m_input is not None or usd_per_1m_output is not None
+    if usd_per_hour is not None and tokens_per_second is None and not per_token:
         tokens_per_second = measure(platform, student, flt)
         console.print(f"[dim]{student} generates {tokens_per_second:.1f} tokens/s here[/dim]")
     params = {k: v for k, v in {**flt, "student": student, "eval_run": eval_run, "teacher": teacher,
@@ -68,7 +69,13 @@ def savings(
 def measure(platform: Platform, student: str, flt: dict) -> float:
     """Generated tokens per second with MEASURE_REQUESTS of the captured prompts in flight at once."""
     params = {k: v for k, v in flt.items() if v}
-    lines = platform.call("GET", "/v1/logs/export", params=params).text.splitlines()[:MEASURE_REQUESTS]
+    lines: list[str] = []
+    with platform.http.stream("GET", "/v1/logs/export", params=params) as r:  # the first few calls are enough
+        for line in r.iter_lines():
+            if r.status_code >= 400 or len(lines) == MEASURE_REQUESTS:
+                break
+            if line.strip():
+                lines.append(line)
     prompts = [json.loads(line)["messages"][:-1] for line in lines] or [[{"role": "user", "content": "Hello"}]]
     prompts = (prompts * MEASURE_REQUESTS)[:MEASURE_REQUESTS]
 

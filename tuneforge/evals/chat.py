@@ -9,7 +9,10 @@ Two come with the core:
   connections are retried with exponential backoff and jitter, honouring Retry-After, as
   `capture/teacher.py` does. A server that refuses `response_format` (HTTP 400) is asked again without it,
   and not offered it again.
-- `LocalChatClient`: an in-process `tuneforge.inference.generate.Generator` (one call at a time).
+- `LocalChatClient`: an in-process `tuneforge.inference.generate.Generator`; calls made at once from
+  several threads are answered as one generation batch.
+
+Error messages name the model, never the upstream's address: they reach tenants' reports.
 """
 
 from __future__ import annotations
@@ -119,20 +122,25 @@ class OpenAIChatClient:
         raise ChatError(f"{self._where()}: gave up after {self.max_attempts} attempts: {last}")
 
     def _where(self) -> str:
-        return f"model '{self.model}' at {self.base_url}"
+        return f"model '{self.model}' (upstream)"  # not the URL: messages end up in tenants' reports
 
 
 class LocalChatClient:
     """A model loaded in this process (`tuneforge.inference.generate.Generator`). Calls from several threads
     (a judge's concurrency) are gathered into one generation batch: a batch of 8 costs little more time per
-    step than one answer on a CPU, so eight verdicts come for not much more than the price of one."""
+    step than one answer on a CPU, so eight verdicts come for not much more than the price of one.
 
-    def __init__(self, generator: Any, model: str, *, max_batch: int = 8, gather_s: float = 0.05):
+    One background thread serves the queue while there is work and exits after `idle_s` with none; whether
+    it exits and whether a call starts a new one are both decided under one lock, so no call is left waiting.
+    """
+
+    def __init__(self, generator: Any, model: str, *, max_batch: int = 8, gather_s: float = 0.05,
+                 idle_s: float = 1.0):
         self.generator, self.model = generator, model
-        self.max_batch, self.gather_s = max_batch, gather_s
+        self.max_batch, self.gather_s, self.idle_s = max_batch, gather_s, idle_s
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # None exactly when no thread serves the queue
 
     def complete(self, messages: list[dict], *, max_tokens: int, temperature: float,
                  response_format: dict | None = None) -> str:
@@ -145,39 +153,51 @@ class LocalChatClient:
 
         params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p or 1.0, seed=seed)
         done: Future = Future()
-        self._queue.put((Prompt(messages, tools), params, done))
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            self._queue.put((Prompt(messages, tools), params, done))
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, daemon=True, name=f"local-chat-{self.model}")
                 self._thread.start()
         return {"role": "assistant", "content": done.result()}
 
     def _serve(self) -> None:
         """Take what is waiting (up to max_batch, gathering for a moment), answer it as batches of equal
-        sampling settings, repeat; exit when nothing came for a while (respond starts a new one)."""
+        sampling settings, repeat; exit when nothing came for idle_s (respond then starts a new one)."""
         while True:
             try:
-                batch = [self._queue.get(timeout=1.0)]
+                batch = [self._queue.get(timeout=self.idle_s)]
             except queue.Empty:
-                return
+                with self._lock:  # respond queues and checks _thread under this lock too: none is missed
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
             deadline = time.monotonic() + self.gather_s
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            groups: dict[Any, list] = {}
+            groups: dict[str, list] = {}
             for item in batch:
                 groups.setdefault(repr(item[1]), []).append(item)
             for items in groups.values():
-                try:
-                    texts = self.generator.complete([p for p, _, _ in items], items[0][1], batch_size=len(items))
-                except Exception as exc:  # every caller of the batch gets the error
-                    for _, _, done in items:
-                        done.set_exception(exc)
-                    continue
-                for (_, _, done), text in zip(items, texts):
-                    done.set_result(text)
+                self._answer(items)
+
+    def _answer(self, items: list) -> None:
+        """Generate one batch of equal sampling settings; every caller gets a text or an exception."""
+        futures = [done for _, _, done in items]
+        try:
+            texts = list(self.generator.complete([p for p, _, _ in items], items[0][1], batch_size=len(items)))
+        except Exception as exc:  # every caller of the batch gets the error
+            for done in futures:
+                done.set_exception(exc)
+            return
+        for done, text in zip(futures, texts):
+            done.set_result(text)
+        for done in futures[len(texts):]:
+            done.set_exception(ChatError(f"model '{self.model}' (local): the generator returned {len(texts)} "
+                                         f"answers for {len(items)} prompts"))
 
 
 def _short(exc: Exception) -> str:

@@ -55,8 +55,10 @@ def pairs_for(models: Sequence[str], reference: str | None) -> list[tuple[str, s
 
 def execute(test_sets: Sequence[TestSet], models: Models, names: Sequence[str], criteria: list[dict[str, Any]],
             *, reference: str | None = None, sampling: SamplingSpec | None = None, workdir: str | Path,
-            on_event: Callback = ignore, check: Callable[[], Any] = no_stop) -> dict:
-    """Run the eval into `workdir` (outputs and judgments cached there, report.json and report.html written)."""
+            on_event: Callback = ignore, check: Callable[[], Any] = no_stop, forgetting: bool = False) -> dict:
+    """Run the eval into `workdir` (outputs and judgments cached there, report.json and report.html written).
+    `forgetting`: the rows are a bundled suite, and the first two models a base and its fine-tune: the report
+    adds the fine-tune's score minus the base's, with its CI."""
     sampling = sampling or SamplingSpec()
     rows = [row for t in test_sets for row in t.rows]
     budget = sampling.max_completion_tokens or answer_budget(rows)
@@ -76,7 +78,7 @@ def execute(test_sets: Sequence[TestSet], models: Models, names: Sequence[str], 
         raise UserError("the pairwise judge needs at least two models", param="models")
     report = run_eval(list(test_sets), candidates, graders=pointwise, judge=judge, pairs=pairs, workdir=workdir,
                       on_event=on_event, check=check)
-    if len(names) >= 2 and all(t.name in suite.SUITES for t in test_sets):  # the forgetting check
+    if forgetting and len(names) >= 2 and suite.SUITE_GRADER in report["graders"]:
         report["forgetting"] = suite.forgetting(report, names[0], names[1])
     write_report(report, workdir)
     return report

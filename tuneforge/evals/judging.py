@@ -5,7 +5,8 @@ Prompt files are Markdown a user can read and copy: a free header (documentation
 `--- system ---` section and a `--- user ---` section. `{{name}}` placeholders are filled in one pass (a
 placeholder inside an answer is never expanded). The bundled prompts live in `evals/prompts/NAME.md` and are
 versioned by their name (`pairwise-v1`); a user's own file is versioned by its file name and the first 12 hex
-digits of its sha256, so editing it makes a new version and never reuses old judgments.
+digits of its sha256, so editing it makes a new version and never reuses old judgments. Messages name a user's
+file by its name only: they reach tenants, and the path is the server's.
 """
 
 from __future__ import annotations
@@ -50,10 +51,14 @@ class PromptTemplate:
         path = Path(path)
         try:
             data = path.read_bytes()
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read the judge prompt ({exc.strerror or exc}); check the path") from None
+            text = data.decode("utf-8")
+        except OSError as exc:  # its str() holds the full path: name the file only
+            raise UserError(f"{path.name}: cannot read the judge prompt ({exc.strerror or type(exc).__name__}); "
+                            "check the file") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path.name}: the judge prompt is not UTF-8 text; save it as UTF-8") from None
         version = f"{path.stem}-{hashlib.sha256(data).hexdigest()[:12]}"
-        return cls.parse(data.decode("utf-8"), version=version, source=str(path))
+        return cls.parse(text, version=version, source=path.name)
 
     @classmethod
     def parse(cls, text: str, *, version: str, source: str) -> PromptTemplate:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tuneforge.capture.upstreams import Upstreams, from_env
-from tuneforge.errors import UserError
+from tuneforge.data.prune import prune
+from tuneforge.errors import NotFound, UserError
 from tuneforge.evals.answerers import client_answerer, generator_answerer
 from tuneforge.evals.chat import ChatClient, LocalChatClient, OpenAIChatClient
 from tuneforge.evals.runner import Candidate, Sampling
@@ -34,6 +35,7 @@ class Local:
     base: str
     adapter: str | None = None
     cache_id: str | None = None
+    pruning_rules: tuple[str, ...] = ()  # texts the served model cuts from its requests: cut here too
 
 
 Locate = Callable[[str], Local | None]
@@ -56,9 +58,11 @@ class Models:
     """Resolves names, and keeps the generators it loaded so a judge and a candidate share one copy."""
 
     def __init__(self, locate: Locate = locate_files, upstreams: Upstreams | None = None,
-                 aliases: dict[str, str] | None = None):
+                 aliases: dict[str, str] | None = None, hosted: Callable[[str], bool] = lambda _name: False):
+        """`hosted(name)`: names of this platform's own models (registry names, `ft:...`): such a name must be
+        found by `locate`, never sent to an upstream (a default upstream would take any name)."""
         self.upstreams = upstreams if upstreams is not None else from_env()
-        self._locate, self.aliases = locate, dict(aliases or {})
+        self._locate, self.aliases, self.hosted = locate, dict(aliases or {}), hosted
         self._generators: dict[tuple[str, str | None], object] = {}
         self._lock = threading.Lock()
 
@@ -69,11 +73,24 @@ class Models:
         """UserError for the first name that is none of the above (before any work is queued)."""
         for name in names:
             target = self.aliases.get(name, name)
-            if not (target == ANSWERS or target.startswith(COLUMN) or self.locate(name)
-                    or self.upstreams.find(target)):
+            if target == ANSWERS or target.startswith(COLUMN) or self.locate(name):
+                continue
+            if self.hosted(target):
+                raise NotFound(f"The model `{name}` does not exist or you do not have access to it (fine-tuned "
+                               "models are the platform's: run the eval there)", param="model", code="model_not_found")
+            if not self.upstreams.find(target):
                 raise UserError(f"model '{name}': not a model here nor one a configured upstream serves: use a "
                                 "registry name, a fine-tuned model, 'answers' (the rows' own answers), "
                                 "'column:KEY', or set TUNEFORGE_UPSTREAM_URL for hosted models", param="model")
+
+    def check_judges(self, names: Sequence[str]) -> None:
+        """Judges are models that answer a prompt: not `answers` nor a column."""
+        for name in names:
+            target = self.aliases.get(name, name)
+            if target == ANSWERS or target.startswith(COLUMN):
+                raise UserError(f"judge '{name}': a judge must be a model (served here or by an upstream)",
+                                param="testing_criteria.model")
+        self.check(names)
 
     def candidate(self, name: str, sampling: Sampling) -> Candidate:
         target = self.aliases.get(name, name)
@@ -109,6 +126,8 @@ class Models:
 
     def _local_answers(self, local: Local):
         def answer(prompts: list[dict], sampling: Sampling):
+            if local.pruning_rules:  # as the server does before the model sees a request
+                prompts = [{**p, "messages": prune(p["messages"], list(local.pruning_rules))} for p in prompts]
             return generator_answerer(self._generator(local), batch_size=len(prompts))(prompts, sampling)
 
         return answer

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from tuneforge.data.validate import validate_file
 from tuneforge.errors import UserError
-from tuneforge.evals import suite
-from tuneforge.evals.execute import SamplingSpec, execute
+from tuneforge.evals import graders, suite
+from tuneforge.evals.execute import SamplingSpec, execute, pairs_for
 from tuneforge.evals.models import COLUMN, Local, Models
 from tuneforge.evals.runner import TestSet
 from tuneforge.jobs.context import JobContext
@@ -32,6 +32,8 @@ from tuneforge.store.tables import Eval, Job, Project
 
 MAX_ROWS = 5000
 MAX_MODELS = 8
+MAX_GENERATIONS = 20_000  # rows x models
+MAX_JUDGE_CALLS = 40_000  # rows x judged pairs x 2 orders
 PROGRESS_EVENT_EVERY_S = 1.0
 SAMPLE = COLUMN + "sample"  # OpenAI's `jsonl` data source: answers already in each item's `sample`
 
@@ -85,6 +87,7 @@ class EvalRunSpec(BaseModel):
     testing_criteria: list[dict[str, Any]]
     sampling: SamplingSpec
     test_set: str  # its name in the report
+    suite: bool = False  # a bundled suite: the report adds the forgetting check
     rows: int
     metadata: dict[str, str] | None = None
 
@@ -99,9 +102,10 @@ class EvalKind(JobKind):
     created_message = "Eval run created"
     queued_message = "Rows and models checked, run queued"
 
-    def accept(self, s: Session, project: Project, request: Any, **where: str) -> Job:
-        """A RunCreate request for the eval `where["eval_id"]` (an Eval row)."""
-        ev: Eval = where["eval"]  # type: ignore[assignment]
+    def accept(self, s: Session, project: Project, request: Any, **where: Any) -> Job:
+        """A RunCreate request for the eval `where["eval"]` (its row): everything checkable is checked here, so
+        a bad run is a 400 now rather than a failed job later."""
+        ev: Eval = where["eval"]
         try:
             source = DataSource.model_validate(request.data_source)
         except ValidationError as exc:
@@ -110,15 +114,17 @@ class EvalKind(JobKind):
             raise UserError(f"data_source.{field}: {err['msg']}", param=f"data_source.{field}") from None
         names = source.model_names()
         test_name, rows = _rows(s, project.id, source)
-        checker = Models(locate=_locator_session(s, project.id))
-        checker.check(names + [c["model"] for c in ev.testing_criteria if c.get("model")])
-        if source.reference is not None and source.reference not in names:
-            raise UserError(f"reference '{source.reference}' is not one of the models", param="data_source.reference")
+        criteria = list(ev.testing_criteria)
+        if source.source.type == "suite" and not any(c["type"] == "by_row" for c in criteria):
+            criteria.insert(0, {"type": "by_row", "name": suite.SUITE_GRADER})  # each row's own grader
+        _check_work(source, names, criteria, rows)
+        checker = Models(locate=_locator_session(s, project.id), hosted=models.is_hosted)
+        checker.check(names)
+        checker.check_judges([c["model"] for c in criteria if c.get("model")])
         spec = EvalRunSpec(
             eval_id=ev.id, name=request.name or f"{ev.name} run", data_source=request.data_source, models=names,
-            reference=source.reference, testing_criteria=evals.with_paths(s, project.id, ev.testing_criteria),
-            sampling=source.sampling_params,
-            test_set=test_name, rows=len(rows), metadata=request.metadata,
+            reference=source.reference, testing_criteria=criteria, sampling=source.sampling_params,
+            test_set=test_name, suite=source.source.type == "suite", rows=len(rows), metadata=request.metadata,
         )
         job = jobs.submit(s, project_id=project.id, kind=self.name, spec=spec.model_dump(mode="json"))
         folder = Path(job.out_dir)
@@ -129,16 +135,39 @@ class EvalKind(JobKind):
     def run(self, ctx: JobContext) -> dict:
         spec: EvalRunSpec = self.spec(ctx.job)
         folder = Path(ctx.job.out_dir)
-        rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
+        text = (folder / "rows.jsonl").read_text(encoding="utf-8")
+        rows = [json.loads(line) for line in text.split("\n") if line]  # not splitlines: U+2028 is in rows
+        with ctx.db.session() as s:  # grader files by id in the spec, read by path here
+            criteria = evals.with_paths(s, ctx.job.project_id, spec.testing_criteria)
         ctx.event(f"Evaluating {', '.join(spec.models)} on {len(rows)} rows")
-        progress = _Progress(ctx)
-        report = execute([TestSet(spec.test_set, rows)], Models(locate=_locator(ctx.db, ctx.job.project_id)),
-                         spec.models, spec.testing_criteria, reference=spec.reference, sampling=spec.sampling,
-                         workdir=folder, on_event=progress, check=ctx.check)
+        models_ = Models(locate=_locator(ctx.db, ctx.job.project_id), hosted=models.is_hosted)
+        report = execute([TestSet(spec.test_set, rows)], models_, spec.models, criteria, reference=spec.reference,
+                         sampling=spec.sampling, workdir=folder, on_event=_Progress(ctx), check=ctx.check,
+                         forgetting=spec.suite)
         work = report.get("work", {})
         ctx.event(f"Report written: {work.get('generated', 0)} answers generated and {work.get('judge_calls', 0)} "
                   "judge calls made by this attempt")
         return summary(report)
+
+
+def _check_work(source: DataSource, names: list[str], criteria: list[dict], rows: list[dict]) -> None:
+    """What the run's graders and models need from its rows, and a bound on the work one run may ask for."""
+    judged = any(graders.get(c["type"]).pairwise for c in criteria)
+    if judged and len(names) < 2:
+        raise UserError("this eval has a pairwise judge: give at least two models (a tuneforge data source with "
+                        "`models`, e.g. your model and `answers`)", param="data_source.models")
+    for name in names:
+        if name.startswith(COLUMN):
+            key = name[len(COLUMN):]
+            missing = next((i for i, r in enumerate(rows, 1) if key not in r), None)
+            if missing is not None:
+                raise UserError(f"model '{name}': row {missing} has no field '{key}'", param="data_source.models")
+    pairs = len(pairs_for(names, source.reference)) if judged else 0
+    generations, judge_calls = len(rows) * len(names), 2 * pairs * len(rows)
+    if generations > MAX_GENERATIONS or judge_calls > MAX_JUDGE_CALLS:
+        raise UserError(f"this run asks for {generations:,} answers and up to {judge_calls:,} judge calls; one run "
+                        f"may ask for at most {MAX_GENERATIONS:,} and {MAX_JUDGE_CALLS:,}: use fewer rows or models, "
+                        "or a `reference` model", param="data_source")
 
 
 def summary(report: dict) -> dict:
@@ -150,7 +179,7 @@ def summary(report: dict) -> dict:
 
 def _counts(report: dict) -> dict:
     """OpenAI's result counts over output items (one per row and model): passed when every pointwise grade
-    that applies is 1, errored when the model gave no answer."""
+    that applies is 1 (and there is one), errored when the model gave no answer, failed otherwise."""
     total = passed = errored = 0
     per: dict[str, list[int]] = {}
     for row in report["rows"]:
@@ -159,11 +188,11 @@ def _counts(report: dict) -> dict:
             if out.get("error"):
                 errored += 1
                 continue
-            scores = {label: g[model]["score"] for label, g in row["grades"].items() if model in g}
-            for label, score in scores.items():
-                if score is not None:
-                    per.setdefault(label, [0, 0])[0 if score >= 1 else 1] += 1
-            passed += all(v is None or v >= 1 for v in scores.values())
+            scores = [(label, g[model]["score"]) for label, g in row["grades"].items()
+                      if model in g and g[model]["score"] is not None]
+            for label, score in scores:
+                per.setdefault(label, [0, 0])[0 if score >= 1 else 1] += 1
+            passed += bool(scores) and all(score >= 1 for _label, score in scores)
     return {"total": total, "passed": passed, "failed": total - passed - errored, "errored": errored,
             "per_testing_criteria": {k: {"passed": v[0], "failed": v[1]} for k, v in per.items()}}
 
@@ -176,7 +205,9 @@ class _Progress:
 
     def __call__(self, ev: Event) -> None:
         self.ctx.check()
-        if ev.kind == "progress":
+        if ev.kind == "metrics" and ev.metrics:  # e.g. a criterion judge's agreement with the labels
+            self.ctx.event(ev.message or "metrics", type="metrics", data=ev.metrics)
+        elif ev.kind == "progress":
             now = time.monotonic()
             if now - self.last < PROGRESS_EVENT_EVERY_S and ev.step != ev.total:
                 return
@@ -196,6 +227,9 @@ def _rows(s: Session, project_id: str, source: DataSource) -> tuple[str, list[di
         ds = datasets.get(s, src.id or "", project_id)
         lines = datasets.export_lines(s, ds, src.split)
         name, rows = f"{ds.name} ({src.split})", [json.loads(line) for line in lines]
+    elif src.type == "file_id" and source.type == "jsonl":  # OpenAI's lines: {"item": ..., "sample": ...}
+        f = files.get(s, src.id or "", project_id=project_id)
+        rows, name = _valid_content([_item(c, "jsonl") for c in _content_lines(Path(f.path), f.id)]), f.filename
     elif src.type == "file_id":
         f = files.get(s, src.id or "", project_id=project_id)
         rows, name = _valid(Path(f.path), f"{f.id} ({f.filename})"), f.filename
@@ -216,6 +250,21 @@ def _valid(path: Path, shown: str) -> list[dict]:
         raise UserError(f"{shown} has rows an eval cannot use:\n" + "\n".join(problems[:20]) + more,
                         param="data_source.source", code="invalid_file_format")
     return [row for _line, row in report.rows]
+
+
+def _content_lines(path: Path, file_id: str) -> list[ContentItem]:
+    items = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            items.append(ContentItem.model_validate_json(line))
+        except ValidationError as exc:
+            raise UserError(f"{file_id}:{n}: not an {{\"item\": ..., \"sample\": ...}} line "
+                            f"({exc.errors()[0]['msg']})", param="data_source.source") from None
+        if len(items) > MAX_ROWS:
+            break
+    return items
 
 
 def _valid_content(rows: list[dict]) -> list[dict]:
@@ -239,21 +288,23 @@ def _item(content: ContentItem, kind: str) -> dict:
 
 
 def _locator_session(s: Session, project_id: str):
+    """At acceptance: does the project have this model (no files are touched)."""
     def locate(name: str) -> Local | None:
-        found = models.find(s, name, project_id, checkpoints=True)
-        return Local(name) if found is not None else None
+        return Local(name) if models.find(s, name, project_id, checkpoints=True) is not None else None
 
     return locate
 
 
 def _locator(db: Database, project_id: str):
+    """In the worker: where the weights are, and the texts the served model cuts from its requests."""
     def locate(name: str) -> Local | None:
         with db.session() as s:
             if models.find(s, name, project_id, checkpoints=True) is None:
                 return None
         w = models.resolve(db, name, project_id)
         adapter = str(w.adapter) if w.adapter else None
-        return Local(w.base, adapter, cache_id=f"{name}@{Path(adapter or w.base).name}")
+        return Local(w.base, adapter, cache_id=f"{name}@{Path(adapter or w.base).name}",
+                     pruning_rules=w.pruning_rules)
 
     return locate
 

@@ -8,20 +8,40 @@ between them), tuneforge's graders as testing criteria (`{"type": "exact" | "jso
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+def _small(value: Any) -> Any:
+    if len(json.dumps(value)) > MAX_CONFIG_BYTES:
+        raise ValueError(f"at most {MAX_CONFIG_BYTES // 1024} KB of JSON")
+    return value
+
+
+# OpenAI's metadata: at most 16 pairs, keys up to 64 characters, values up to 512
+Metadata = Annotated[dict[Annotated[str, StringConstraints(max_length=64)],
+                          Annotated[str, StringConstraints(max_length=512)]], Field(max_length=16)]
+Config = Annotated[dict[str, Any], AfterValidator(_small)]
 
 
 class EvalCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
-    data_source_config: dict[str, Any] = Field(
+    data_source_config: Config = Field(
         default_factory=lambda: {"type": "custom", "item_schema": {"type": "object"}, "include_sample_schema": True},
         description="OpenAI's data source config; rows are chat rows (`messages` ending in the reference answer).")
-    testing_criteria: list[dict[str, Any]] = Field(
+    testing_criteria: list[Config] = Field(
         min_length=1, max_length=16, description="Graders: `{\"type\": NAME, \"name\": LABEL, ...its options}`; "
         "OpenAI's `string_check` with operation `eq` is the `exact` grader.")
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
+
+
+class EvalUpdate(BaseModel):
+    name: str | None = Field(None, max_length=200)
+    metadata: Metadata | None = None
 
 
 class EvalObject(BaseModel):
@@ -54,7 +74,7 @@ class RunCreate(BaseModel):
         description="OpenAI's `completions` (one `model`) or `jsonl` (answers already in each item's `sample`) "
         "data source, or tuneforge's `{\"type\": \"tuneforge\", \"models\": [...], \"reference\": MODEL, "
         "\"source\": {...}}` for several models judged against each other.")
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
 
 
 class ResultCounts(BaseModel):
@@ -94,14 +114,36 @@ class EvalRun(BaseModel):
     metadata: dict[str, str] | None = None
     model: str
     name: str
-    per_model_usage: list[PerModelUsage] | None = None
-    per_testing_criteria_results: list[PerTestingCriteriaResult] | None = None
+    per_model_usage: list[PerModelUsage] = Field(default_factory=list)
+    per_testing_criteria_results: list[PerTestingCriteriaResult] = Field(default_factory=list)
     report_url: str
     result_counts: ResultCounts
     status: Literal["queued", "in_progress", "completed", "failed", "canceled"]
     # --- tuneforge extensions
     models: list[str]
     summary: dict[str, Any] | None = Field(None, description="Means with CIs, win rates and ratings, when done.")
+
+
+class RunDeleted(BaseModel):
+    object: Literal["eval.run.deleted"] = "eval.run.deleted"
+    deleted: bool = True
+    run_id: str
+
+
+class RunEvent(BaseModel):
+    object: Literal["eval.run.event"] = "eval.run.event"
+    id: str
+    created_at: int
+    level: str
+    message: str
+    data: dict[str, Any] | None = None
+    type: str
+
+
+class RunEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[RunEvent]
+    has_more: bool = False
 
 
 class RunList(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,8 +26,8 @@ class GraderSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    label: str | None = Field(None, description="the grader's name in the report (default: its kind); needed "
-                                                "to tell apart two graders of one kind")
+    label: str | None = Field(None, max_length=200, description="the grader's name in the report "
+                              "(default: its kind); needed to tell apart two graders of one kind")
 
 
 @dataclass
@@ -60,8 +61,11 @@ class Grader:
         return self.spec.label or self.name
 
     def describe(self) -> dict:
-        """The grader as the report records it: its kind and its options."""
-        return {"kind": self.name, **self.spec.model_dump(exclude_none=True, mode="json")}
+        """The grader as the report records it: its kind and its options, a file option (`prompt_file`,
+        `alignment_file`) by the file's name only, since reports reach tenants and the path is the server's."""
+        options = self.spec.model_dump(exclude_none=True, mode="json")
+        return {"kind": self.name, **{k: Path(v).name if k.endswith("_file") and isinstance(v, str) else v
+                                      for k, v in options.items()}}
 
     def bind(self, log: JudgmentLog) -> None:
         """Where model-calling graders record their calls (the run's judgments.jsonl); others ignore it."""

@@ -18,8 +18,10 @@ from tuneforge.evals.outputs import Output
 
 
 class ByRowSpec(GraderSpec):
-    field: str = Field("grader", description="the row field naming its grader: a name, or {\"name\": ..., options}")
-    default: str | None = Field(None, description="the grader for rows without that field (default: not graded)")
+    field: str = Field("grader", max_length=200,
+                       description="the row field naming its grader: a name, or {\"name\": ..., options}")
+    default: str | None = Field(None, max_length=100,
+                                description="the grader for rows without that field (default: not graded)")
 
 
 class ByRowGrader(Grader):

@@ -39,16 +39,20 @@ VERDICT_SCHEMA = {
 
 
 class CriterionSpec(GraderSpec):
-    criterion: str = Field(description="the one criterion an answer must meet, in plain words")
-    prompt_file: str | None = Field(None, description="your own prompt (a copy of prompts/criterion-v1.md, edited)")
-    criteria: str | None = Field(None, description="extra guidance for the judge, added to the prompt")
+    criterion: str = Field(max_length=4000,
+                           description="the one criterion an answer must meet, in plain words")
+    prompt_file: str | None = Field(None, max_length=1000,
+                                    description="your own prompt (a copy of prompts/criterion-v1.md, edited)")
+    criteria: str | None = Field(None, max_length=4000,
+                                 description="extra guidance for the judge, added to the prompt")
     show_reference: bool = Field(False, description="show the judge the row's reference answer too")
-    alignment_file: str | None = Field(None, description="JSONL of answers a person labelled: chat rows ending with "
-                                                         "the answer, and a label field of PASS or FAIL")
-    label_field: str = Field("label", description="the alignment rows' label field")
-    max_tokens: int = Field(512, ge=16, description="the longest verdict (explanation included), in tokens")
-    temperature: float = Field(0.0, ge=0, description="the judge's sampling temperature")
-    concurrency: int = Field(4, ge=1, description="judge calls in flight at once")
+    alignment_file: str | None = Field(None, max_length=1000, description="JSONL of answers a person labelled: "
+                                       "chat rows ending with the answer, and a label field of PASS or FAIL")
+    label_field: str = Field("label", max_length=200, description="the alignment rows' label field")
+    max_tokens: int = Field(512, ge=16, le=4096, description="the longest verdict (explanation included), in "
+                                                             "tokens")
+    temperature: float = Field(0.0, ge=0, le=2, description="the judge's sampling temperature")
+    concurrency: int = Field(4, ge=1, le=32, description="judge calls in flight at once")
     structured: bool = Field(True, description="ask for the verdict with response_format json_schema")
 
 
@@ -200,13 +204,16 @@ def _label(row: dict, field: str, i: int) -> bool:
 def _read_jsonl(path: Path) -> list[dict]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the alignment set ({exc.strerror or exc}); check the path") from None
+    except OSError as exc:  # messages name the file only: they reach tenants, the path is the server's
+        raise UserError(f"{path.name}: cannot read the alignment set ({exc.strerror or type(exc).__name__}); "
+                        "check the file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path.name}: the alignment set is not UTF-8 text; save it as UTF-8") from None
     rows = []
     for n, line in enumerate(lines, start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except ValueError as exc:
-                raise UserError(f"{path}:{n}: not valid JSON ({exc}); write one JSON object per line") from None
+                raise UserError(f"{path.name}:{n}: not valid JSON ({exc}); write one JSON object per line") from None
     return rows

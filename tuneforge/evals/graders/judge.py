@@ -43,13 +43,15 @@ VERDICT_SCHEMA = {
 
 
 class JudgeSpec(GraderSpec):
-    prompt_file: str | None = Field(None, description="your own judge prompt (a copy of the bundled "
-                                                       "prompts/pairwise-v1.md, edited); default: pairwise-v1")
-    criteria: str | None = Field(None, description="your criteria for a better answer, added to the prompt")
+    prompt_file: str | None = Field(None, max_length=1000, description="your own judge prompt (a copy of the "
+                                    "bundled prompts/pairwise-v1.md, edited); default: pairwise-v1")
+    criteria: str | None = Field(None, max_length=4000,
+                                 description="your criteria for a better answer, added to the prompt")
     show_reference: bool = Field(False, description="show the judge the row's reference answer too")
-    max_tokens: int = Field(1024, ge=16, description="the longest verdict (explanation included), in tokens")
-    temperature: float = Field(0.0, ge=0, description="the judge's sampling temperature")
-    concurrency: int = Field(4, ge=1, description="judge calls in flight at once")
+    max_tokens: int = Field(1024, ge=16, le=4096, description="the longest verdict (explanation included), in "
+                                                              "tokens")
+    temperature: float = Field(0.0, ge=0, le=2, description="the judge's sampling temperature")
+    concurrency: int = Field(4, ge=1, le=32, description="judge calls in flight at once")
     structured: bool = Field(True, description="ask for the verdict with response_format json_schema")
 
 

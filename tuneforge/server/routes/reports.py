@@ -48,7 +48,10 @@ def savings_report(
     win = None
     if report is not None:
         names = {m["name"] for m in report["models"]}
-        teacher = teacher or ("answers" if "answers" in names else flt.model or "")
+        teacher = teacher or ("answers" if "answers" in names else flt.model)
+        if not teacher:
+            raise UserError("name the teacher in the eval run (`teacher`): the run has no `answers` and no `model` "
+                            "filter was given", param="teacher")
         win = savings.win_rate_from_report(report, student, teacher)
     table = savings.savings_table(traffic, student=student, price=price, teacher=flt.model, win_rate=win)
     return table | {"unpriced_calls": t["unpriced_calls"], "eval_run": eval_run,
@@ -69,5 +72,6 @@ def _eval_report(s, project_id: str, run_id: str) -> dict:
     job = jobs.get(s, run_id, project_id=project_id, kind="eval")
     path = Path(job.out_dir) / "report.json"
     if job.status != "succeeded" or not path.exists():
-        raise UserError(f"eval run {run_id} has not finished (it is {job.status})", param="eval_run")
+        state = job.status if job.status in ("failed", "cancelled") else f"is {job.status}"
+        raise UserError(f"eval run {run_id} has no report: it {state}", param="eval_run")
     return json.loads(path.read_text())
