@@ -47,7 +47,9 @@ def render(report: dict) -> str:
 def _summary(report: dict) -> str:
     sets = ", ".join(f"{escape(s['name'])} ({s['rows']} rows)" for s in report.get("test_sets", []))
     models = ", ".join(escape(m["name"]) for m in report.get("models", []))
-    graders = ", ".join(escape(g) for g in report.get("graders", {}))
+    judge = [report["judge"].get("label") or "judge"] if report.get("judge") else []
+    labels = list(report.get("graders", {})) + judge
+    graders = ", ".join(escape(g) for g in labels)
     return (f"<p>Test sets: {sets}<br>Models: {models}<br>Graders: {graders or '–'}"
             f"<br><span class='muted'>All intervals are 95% bootstrap intervals.</span></p>")
 
@@ -127,7 +129,7 @@ def _matrices(report: dict) -> str:
 
 
 def _matrix(names: list[str], pairs: dict[tuple[str, str], dict]) -> str:
-    cell, left, top = 110, 170, 40
+    cell, left, top = 110, 170, 120  # column names slanted above the cells, so long names do not collide
     shapes = []
     for i, row in enumerate(names):
         shapes.append(f"<text x='{left - 8}' y='{top + i * cell / 2 + 20}' text-anchor='end'>{escape(row)}</text>")
@@ -140,9 +142,10 @@ def _matrix(names: list[str], pairs: dict[tuple[str, str], dict]) -> str:
                           f"<text x='{x + cell / 2}' y='{y + 18}' text-anchor='middle'>{label}</text>"
                           + (f"<text x='{x + cell / 2}' y='{y + 34}' text-anchor='middle' class='muted'>"
                              f"{_f(low, 2)}–{_f(high, 2)}</text>" if label and low is not None else ""))
-    heads = "".join(f"<text x='{left + j * cell + cell / 2}' y='{top - 10}' text-anchor='middle'>{escape(c)}</text>"
+    heads = "".join(f"<text x='{left + j * cell + cell / 2}' y='{top - 8}' text-anchor='start' "
+                    f"transform='rotate(-35 {left + j * cell + cell / 2} {top - 8})'>{escape(c)}</text>"
                     for j, c in enumerate(names))
-    return (f"<svg width='{left + len(names) * cell + 10}' height='{top + len(names) * cell / 2 + 10}' role='img'>"
+    return (f"<svg width='{left + len(names) * cell + 60}' height='{top + len(names) * cell / 2 + 10}' role='img'>"
             f"{heads}{''.join(shapes)}</svg>")
 
 
