@@ -104,7 +104,7 @@ def run(
     else:
         if dataset is not None:
             raise UserError("--dataset names a dataset on the platform: add --remote")
-        report, folder = _local(model, specs, data, suite, reference, limit, max_tokens, resume)
+        report, folder = run_local(model, specs, data, suite, reference, limit, max_tokens, resume)
     print_report(report)
     for src, dst in ((folder / "report.json", out_json), (folder / "report.html", html)):
         if dst is not None:
@@ -112,7 +112,7 @@ def run(
     out.print(f"report: {out_json or folder / 'report.json'}  page: {html or folder / 'report.html'}")
 
 
-def _local(models: list[str], specs: list[dict], data: Path | None, suite: str | None, reference: str | None,
+def run_local(models: list[str], specs: list[dict], data: Path | None, suite: str | None, reference: str | None,
            limit: int | None, max_tokens: int | None, resume: str | None) -> tuple[dict, Path]:
     from tuneforge.cli.progress import ProgressBar
     from tuneforge.evals import criteria as criteria_

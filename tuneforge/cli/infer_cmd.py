@@ -97,22 +97,28 @@ def evaluate(
     model: ModelOpt,
     data: Annotated[Path, Opt(help="Test rows whose final assistant turn is the reference answer.")],
     adapter: AdapterOpt = None,
-    limit: Annotated[int | None, Opt(help="Score only the first N rows.")] = None,
+    limit: Annotated[int | None, Opt(min=1, help="Score only the first N rows.")] = None,
     out_file: Annotated[Path | None, Opt("--out", help="Also write predictions here (JSONL).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Exact-match (and, for JSON answers, field-level) accuracy of a model on a test split."""
+    """Exact-match (and, for JSON answers, field-level) accuracy of one model on a test split: a one-model
+    `tuneforge evals run` with the exact and json graders."""
     use(data_dir)
-    from tuneforge.evals import task
+    from tuneforge.cli.evals_cmd import run_local
 
-    rows = task.load_test_rows(data, limit)
-    gen = _generator(model, adapter)
-    with ProgressBar("scoring") as bar:
-        result = task.evaluate(gen, rows, on_event=bar)
+    if not data.is_file():
+        from tuneforge.errors import UserError
+
+        raise UserError(f"--data {data}: no such file")
+    name = adapter or model  # an adapter folder names its base in its manifest
+    report, _folder = run_local([name], [{"type": "exact"}, {"type": "json"}], data, None, None, limit, None, None)
+    graders = report["models"][0]["graders"]
     if out_file:
         with open(out_file, "w") as f:
-            for row, pred in zip(rows, result.predictions):
-                f.write(json.dumps({**row, "output": pred}, ensure_ascii=False) + "\n")
-    s = result.score
-    fields = f", field accuracy {s.field_accuracy:.3f}" if s.field_accuracy is not None else ""
-    out.print(f"exact match {s.exact_match:.3f} on {s.n} rows{fields}")
+            for row in report["rows"]:
+                answer = row["outputs"][name]["text"]
+                f.write(json.dumps({**row["prompt"], "output": answer}, ensure_ascii=False) + "\n")
+    exact, fields = graders["exact"], graders["json"]
+    shown = f", field accuracy {fields['mean']:.3f}" if fields["n"] else ""
+    out.print(f"exact match {exact['mean']:.3f} on {exact['n']} rows{shown} (95% CI {exact['ci_low']:.3f}-"
+              f"{exact['ci_high']:.3f})")
