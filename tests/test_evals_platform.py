@@ -219,3 +219,18 @@ def test_cli_runs_an_eval_here_and_resumes_it(tmp_path, data_dir):
     assert (tmp_path / "r.html").read_text().startswith("<!")
     listing = cli("evals", "list").stdout
     assert run_id in listing and "completed" in listing
+
+
+def test_forgetting_check_on_the_general_suite(tmp_path, data_dir):
+    """`--suite general` runs the bundled suite; the first model is the base, the second its fine-tune, and the
+    report has the fine-tune's score minus the base's with its CI (here the stub `echo` against the suite's
+    own answers: a large, certain loss)."""
+    with FakeJudge() as judge:
+        cli("evals", "run", "--suite", "general", "--model", "answers", "--model", "echo", "--html",
+            str(tmp_path / "r.html"), env={"TUNEFORGE_UPSTREAM_URL": judge.url})
+    report = json.loads(next((data_dir / "evals").glob("*/report.json")).read_text())
+    f = report["forgetting"]
+    assert (f["base"], f["tuned"]) == ("answers", "echo")
+    assert f["overall"]["mean_a"] == 1.0 and f["overall"]["ci_high"] < 0 and f["overall"]["n"] == 296
+    assert set(f["by_category"]) == {"instruction", "arithmetic", "facts"}
+    assert "Forgetting check" in (tmp_path / "r.html").read_text()

@@ -24,6 +24,7 @@ def email_demo(tmp_path_factory) -> tuple[Path, dict]:
     return result_file.parent, json.loads(result_file.read_text())
 
 
+@pytest.mark.xdist_group("email_demo")
 def test_demo_smollm2_learns_email_extraction(email_demo):
     """Held-out exact match >= 0.8 after LoRA, and >= 4x the base model's."""
     _adapter, result = email_demo
@@ -33,6 +34,7 @@ def test_demo_smollm2_learns_email_extraction(email_demo):
     assert after >= 4 * before, result
 
 
+@pytest.mark.xdist_group("email_demo")
 def test_eval_of_base_fine_tune_and_gemma_with_a_served_judge(email_demo, tmp_path):
     """Must-show: base SmolLM2, its LoRA fine-tune and the Gemma base on the email task, graded by exact and
     field-level match and by the pairwise judge (SmolLM2 itself: weak, but the same path a GPT-4 judge takes);

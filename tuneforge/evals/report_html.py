@@ -40,7 +40,8 @@ def render(report: dict) -> str:
     """The whole page for a report dict (`report.build_report`'s shape)."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Eval report</title><style>{CSS}</style>"
              "</head><body><h1>Eval report</h1>", _summary(report), _scores(report), _matrices(report),
-             _ranking(report), _judge(report), _rows(report), f"<script>{JS}</script></body></html>"]
+             _ranking(report), _forgetting(report), _judge(report), _rows(report),
+             f"<script>{JS}</script></body></html>"]
     return "".join(parts)
 
 
@@ -196,6 +197,19 @@ def _interval_chart(ratings: list[dict]) -> str:
                       f"<text x='{left + width + 12}' y='{y + 4}'>{r['rating']:.0f} "
                       f"({_f(r['ci_low'], 0)} – {_f(r['ci_high'], 0)})</text>")
     return f"<svg width='{left + width + 160}' height='{len(ratings) * height + 16}' role='img'>{''.join(shapes)}</svg>"
+
+
+def _forgetting(report: dict) -> str:
+    f = report.get("forgetting")
+    if not f:
+        return ""
+    lines = [("all", f["overall"])] + sorted(f.get("by_category", {}).items())
+    body = "".join(f"<tr><td>{escape(str(name))}</td><td class='num'>{_f(d['mean_a'])}</td><td class='num'>"
+                   f"{_f(d['mean_b'])}</td><td class='num'>{_f(d['delta'])}</td><td class='num'>{_f(d['ci_low'])} – "
+                   f"{_f(d['ci_high'])}</td><td class='num'>{d['n']}</td></tr>" for name, d in lines)
+    return (f"<h2>Forgetting check</h2><p>{escape(f['tuned'])} minus {escape(f['base'])} on the general-skills "
+            "suite: an interval wholly below 0 means skills were lost.</p><table><tr><th>category</th><th>base</th>"
+            f"<th>fine-tune</th><th>delta</th><th>95% CI</th><th>n</th></tr>{body}</table>")
 
 
 def _judge(report: dict) -> str:
