@@ -12,12 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import NotFound, UserError
-from tuneforge.evals import criteria
+from tuneforge.evals import criteria, graders
 from tuneforge.store import files
 from tuneforge.store.db import new_id, now
 from tuneforge.store.tables import Eval
 
-FILE_OPTIONS = ("prompt_file", "alignment_file")  # grader options that name a file
+# grader options that name a file (by the registry's convention, a name ending in `_file`)
+FILE_OPTIONS = tuple(sorted({f for cls in graders.GRADERS.values() for f in cls.Spec.model_fields
+                             if f.endswith("_file")}))
 
 
 def create(s: Session, project_id: str, *, name: str | None, data_source_config: dict[str, Any],
