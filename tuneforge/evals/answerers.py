@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tuneforge.evals.chat import ChatError, OpenAIChatClient
-from tuneforge.evals.graders.judge import REFUSED
-from tuneforge.evals.judging import run_calls
+from tuneforge.evals.judging import REFUSED, run_calls
 from tuneforge.evals.outputs import Output
 from tuneforge.evals.runner import AnswerFn, Sampling
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -171,3 +172,28 @@ def run_calls(items: Sequence[T], fn: Callable[[T], R], *, concurrency: int = 4,
         finally:
             wait(pending)
     return results
+
+
+REFUSED = {400, 413, 422}  # a request the judge will never take: recorded as an invalid verdict, not retried
+
+
+def ask(client, messages: list[dict], spec, schema: dict, parse: Callable[[str], tuple[str, str]], record: dict,
+        log) -> dict:
+    """One judge call, recorded in the judgment log as it returns: the raw reply, the parsed verdict and its
+    explanation (a refused request is an `invalid` verdict; any other failure propagates, to be retried by a
+    later run). `spec` gives max_tokens, temperature and structured."""
+    from tuneforge.evals.chat import ChatError
+
+    try:
+        raw = client.complete(messages, max_tokens=spec.max_tokens, temperature=spec.temperature,
+                              response_format=schema if spec.structured else None)
+    except ChatError as exc:
+        if exc.status not in REFUSED:
+            raise
+        record = record | {"raw": "", "verdict": "invalid", "explanation": "", "error": str(exc)}
+    else:
+        verdict, explanation = parse(raw)
+        record = record | {"raw": raw, "verdict": verdict, "explanation": explanation}
+    record["time"] = time.time()
+    log.add(record)
+    return record

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,9 @@ from pydantic import Field
 
 from tuneforge.errors import UserError
 from tuneforge.evals.cache import JudgmentLog, key_of
-from tuneforge.evals.chat import ChatClient, ChatError
+from tuneforge.evals.chat import ChatClient
 from tuneforge.evals.graders.base import Grade, Grader, GraderSpec, no_stop
-from tuneforge.evals.graders.judge import REFUSED
-from tuneforge.evals.judging import conversation_text, find_json_object, load_prompt, run_calls
+from tuneforge.evals.judging import ask, conversation_text, find_json_object, load_prompt, run_calls
 from tuneforge.evals.outputs import Output, prompt_key, prompt_of, reference_of
 from tuneforge.progress import Callback, Event, ignore
 
@@ -154,18 +152,7 @@ class CriterionGrader(Grader):
         key, (messages, row) = item
         record = {"key": key, "kind": "criterion", "judge_model": self.client.model,
                   "prompt_version": self.prompt_version, "criterion": self.spec.criterion, "row": row}
-        try:
-            raw = self.client.complete(messages, max_tokens=self.spec.max_tokens, temperature=self.spec.temperature,
-                                       response_format=VERDICT_SCHEMA if self.spec.structured else None)
-        except ChatError as exc:
-            if exc.status not in REFUSED:
-                raise
-            record |= {"raw": "", "verdict": "invalid", "explanation": "", "error": str(exc)}
-        else:
-            verdict, explanation = parse_pass_fail(raw)
-            record |= {"raw": raw, "verdict": verdict, "explanation": explanation}
-        self.log.add(record | {"time": time.time()})
-        return record
+        return ask(self.client, messages, self.spec, VERDICT_SCHEMA, parse_pass_fail, record, self.log)
 
     @staticmethod
     def _grade(record: dict) -> Grade:

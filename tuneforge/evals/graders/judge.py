@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +26,11 @@ from typing import Any
 from pydantic import Field
 
 from tuneforge.evals.cache import JudgmentLog, key_of
-from tuneforge.evals.chat import ChatClient, ChatError
+from tuneforge.evals.chat import ChatClient
 from tuneforge.evals.graders.base import Grader, GraderSpec, no_stop
-from tuneforge.evals.judging import conversation_text, find_json_object, load_prompt, run_calls
+from tuneforge.evals.judging import ask, conversation_text, find_json_object, load_prompt, run_calls
 from tuneforge.evals.outputs import Output, prompt_key, prompt_of, reference_of
 
-REFUSED = {400, 413, 422}  # a request the judge will never take: recorded as an invalid verdict, not retried
 VERDICT_SCHEMA = {
     "type": "json_schema",
     "json_schema": {"name": "verdict", "strict": True, "schema": {
@@ -184,19 +182,7 @@ class PairwiseJudge(Grader):
         key, (messages, about) = item
         record = {"key": key, "kind": "pairwise", "judge_model": self.client.model,
                   "prompt_version": self.prompt_version, "criteria": self.spec.criteria, **about}
-        try:
-            raw = self.client.complete(messages, max_tokens=self.spec.max_tokens, temperature=self.spec.temperature,
-                                       response_format=VERDICT_SCHEMA if self.spec.structured else None)
-        except ChatError as exc:
-            if exc.status not in REFUSED:
-                raise
-            record |= {"raw": "", "verdict": "invalid", "explanation": "", "error": str(exc)}
-        else:
-            verdict, explanation = parse_verdict(raw)
-            record |= {"raw": raw, "verdict": verdict, "explanation": explanation}
-        record["time"] = time.time()
-        self.log.add(record)
-        return record
+        return ask(self.client, messages, self.spec, VERDICT_SCHEMA, parse_verdict, record, self.log)
 
     def _verdict(self, task: PairTask, plan: list[tuple[str, str]] | None) -> PairVerdict:
         if plan is None:
