@@ -234,3 +234,25 @@ def test_forgetting_check_on_the_general_suite(tmp_path, data_dir):
     assert f["overall"]["mean_a"] == 1.0 and f["overall"]["ci_high"] < 0 and f["overall"]["n"] == 296
     assert set(f["by_category"]) == {"instruction", "arithmetic", "facts"}
     assert "Forgetting check" in (tmp_path / "r.html").read_text()
+
+
+def test_cli_runs_an_eval_on_the_platform(tmp_path, data_dir):
+    """`tuneforge evals run --remote`: the file uploaded, an eval and a run created, its events followed, the
+    report fetched; `evals list --remote` and `evals show --remote` find it."""
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows()[:6]))
+    with FakeJudge() as judge, Server(data_dir / "platform", workers=1,
+                                      env={"TUNEFORGE_UPSTREAM_URL": judge.url}) as server:
+        env = {"TUNEFORGE_BASE_URL": server.url, "TUNEFORGE_API_KEY": server.key("acme")}
+        proc = cli("evals", "run", "--remote", "--data", str(data), "--model", "echo", "--model", "answers",
+                   "--grader", "exact", "--grader", "judge", "--judge", "marker", "--out", str(tmp_path / "r.json"),
+                   env=env)
+        report = json.loads((tmp_path / "r.json").read_text())
+        run_id = next(line.split("run ")[1].split()[0] for line in proc.stderr.splitlines() if "queued" in line)
+        listing = cli("evals", "list", "--remote", env=env).stdout
+        shown = cli("evals", "show", run_id, "--remote", env=env).stdout
+    exact = {m["name"]: m["graders"]["exact"]["mean"] for m in report["models"]}
+    assert exact == {"echo": pytest.approx(1 / 3), "answers": 1.0}  # a third of the rows: echo = reference
+    assert report["judge"]["model"] == "marker" and "Evaluating echo, answers on 6 rows" in proc.stderr
+    assert run_id in listing and "completed" in listing
+    assert "echo" in shown and "position consistency 1.000" in shown

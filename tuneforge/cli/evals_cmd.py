@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from tuneforge import paths
 from tuneforge.cli.app import DataDir, app, console, out, use
@@ -228,19 +228,19 @@ def list_runs(remote: Annotated[bool, Opt(help="The platform's evals instead of 
               base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None, data_dir: DataDir = None) -> None:
     """Runs on this machine (or the platform's evals and their runs), newest first."""
     use(data_dir)
-    table = Table("run", "eval", "status", "models", "rows")
+    table = Table(Column("run", no_wrap=True), "status", "models", "rows")  # ids whole: they are copied
     if remote:
         platform = Platform(base_url, api_key)
         for ev in platform.json("GET", "/v1/evals", params={"order": "desc", "limit": 100})["data"]:
             for r in platform.json("GET", f"/v1/evals/{ev['id']}/runs", params={"limit": 100})["data"]:
-                table.add_row(r["id"], ev["id"], r["status"], ", ".join(r["models"]), str(r["result_counts"]["total"]))
+                table.add_row(r["id"], r["status"], ", ".join(r["models"]), str(r["result_counts"]["total"]))
     else:
         folders = sorted((paths.data_dir() / "evals").glob("evalrun_*"), key=lambda p: p.stat().st_mtime,
                          reverse=True)
         for folder in folders:
             meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
             done = "completed" if (folder / "report.json").exists() else "incomplete"
-            table.add_row(folder.name, "-", done, ", ".join(meta.get("models", [])), str(meta.get("rows", "?")))
+            table.add_row(folder.name, done, ", ".join(meta.get("models", [])), str(meta.get("rows", "?")))
     out.print(table)
 
 
