@@ -50,8 +50,8 @@ def test_demo_learns_email_extraction_and_the_eval_says_so_with_a_served_judge(d
                                                   ("gemma-3-270m", "smollm2-email-lora")}
     assert all(p["wins"] + p["ties"] + p["losses"] == 12 for p in judged)
     judgments = [j for r in report["rows"] for v in r["verdicts"] for j in v["judgments"]]
-    assert len(judgments) == 2 * sum(12 - p["identical"] for p in judged) and all(j["judge_model"] == "smollm2-135m-instruct" and j["raw"] is not None
-                                        for j in judgments)
+    assert len(judgments) == 2 * sum(12 - p["identical"] for p in judged)
+    assert all(j["judge_model"] == "smollm2-135m-instruct" and j["raw"] is not None for j in judgments)
     assert {j["shown_first"] for j in judgments} == {"smollm2-email-lora", "smollm2-135m-instruct", "gemma-3-270m"}
     assert "<svg" in (tmp_path / "report.html").read_text()
 
