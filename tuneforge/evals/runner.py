@@ -175,8 +175,15 @@ def _outputs(c: Candidate, rows: list[dict], cache: OutputCache, on_event: Callb
         missing = [i + 1 for i, row in enumerate(rows) if c.column not in row]
         if missing:
             raise UserError(f"model '{c.name}': rows {missing[:5]} have no '{c.column}' field (the answer column)")
-        return [Output.of(row[c.column]) for row in rows]
+        return [_column_answer(c, row, i) for i, row in enumerate(rows, 1)]
     return _generate(c, [prompt_of(row) for row in rows], cache, on_event, check)
+
+
+def _column_answer(c: Candidate, row: dict, n: int) -> Output:
+    try:
+        return Output.of(row[c.column])
+    except (TypeError, AttributeError) as exc:
+        raise UserError(f"model '{c.name}': row {n}: {exc}") from None
 
 
 def _generate(c: Candidate, prompts: list[dict], cache: OutputCache, on_event: Callback,
