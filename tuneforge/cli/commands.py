@@ -7,6 +7,7 @@ from tuneforge.cli import (  # noqa: F401
     evals_cmd,
     infer_cmd,
     logs_cmd,
+    merge_cmd,
     models_cmd,
     report_cmd,
     serve_cmd,

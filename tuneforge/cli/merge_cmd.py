@@ -1,0 +1,114 @@
+"""`tuneforge merge` and `tuneforge merge-adapters`: merge on this machine (--out DIR), or as a merge job on the
+platform that registers the result as the model `merge:NAME` (--name NAME)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuneforge.cli.app import DataDir, app, console, out, use
+from tuneforge.cli.platform import DEFAULT_URL, ApiKey, BaseUrl, Platform
+from tuneforge.cli.progress import ProgressBar
+from tuneforge.errors import TuneforgeError, UserError
+
+Opt = typer.Option
+OutOpt = Annotated[Path | None, Opt(help="Write the merged model into this new folder (on this machine).")]
+NameOpt = Annotated[str | None, Opt(help="Merge on the platform (--base-url, --api-key) and register the result "
+                                         "as the model `merge:NAME` in your project.")]
+
+
+@app.command()
+def merge(
+    config: Annotated[Path, typer.Argument(help="A mergekit YAML config (any of mergekit's methods). Models may be "
+                                                "registry names, model or adapter folders, or (with --name) your "
+                                                "project's ft: and merge: models.")],
+    out_dir: Annotated[Path | None, Opt("--out", help="Write the merged model into this new folder.")] = None,
+    name: NameOpt = None,
+    seed: Annotated[int, Opt(help="Seed for the methods that drop at random (dare_*, della).")] = 0,
+    base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None, data_dir: DataDir = None,
+) -> None:
+    """Merge models as a mergekit config says, with mergekit as the engine."""
+    use(data_dir)
+    from tuneforge.merging import config as configs
+
+    _one_target(out_dir, name)
+    try:
+        text = config.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {config}: {exc.strerror}") from None
+    cfg = configs.parse(text, str(config))
+    if name:
+        _remote(Platform(base_url, api_key), {"name": name, "config": cfg, "seed": seed})
+        return
+    from tuneforge.merging.full import merge as run
+
+    with ProgressBar("merging") as bar:
+        written = run(cfg, out_dir, on_event=bar, source=str(config), seed=seed)
+    out.print(f"merged {len(written['inputs'])} models into {out_dir}")
+
+
+@app.command("merge-adapters")
+def merge_adapters(
+    adapters: Annotated[list[str], typer.Argument(help="Two or more LoRA adapters of one base: adapter folders "
+                                                       "or (with --name) your project's ft: models.")],
+    weights: Annotated[str | None, Opt(help="Comma-separated, one per adapter (default: equal).")] = None,
+    method: Annotated[str, Opt(help="linear, cat, svd, ties, dare_ties, dare_linear or magnitude_prune.")] = "linear",
+    density: Annotated[float | None, Opt(help="ties / dare_* / magnitude_prune: the share of each delta kept.")] = None,
+    svd_rank: Annotated[int | None, Opt(help="svd: the new adapter's rank (default: the largest input's).")] = None,
+    out_dir: OutOpt = None, name: NameOpt = None,
+    base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None, data_dir: DataDir = None,
+) -> None:
+    """Combine LoRA adapters of one base into one new adapter (PEFT's add_weighted_adapter); the base is untouched."""
+    use(data_dir)
+    _one_target(out_dir, name)
+    parsed = _weights(weights)
+    request = {"adapters": adapters, "weights": parsed, "method": method, "density": density, "svd_rank": svd_rank}
+    if name:
+        _remote(Platform(base_url, api_key), {"name": name, **request})
+        return
+    from tuneforge.merging.adapters import merge_adapters as run
+
+    with ProgressBar("merging adapters") as bar:
+        run(adapters, out_dir, weights=parsed, method=method, density=density, svd_rank=svd_rank, on_event=bar)
+    out.print(f"wrote the merged adapter to {out_dir}")
+
+
+def _one_target(out_dir: Path | None, name: str | None) -> None:
+    if (out_dir is None) == (name is None):
+        raise UserError("give exactly one of --out DIR (merge here) or --name NAME (merge on the platform)")
+
+
+def _weights(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise UserError(f"--weights {text}: give numbers separated by commas, e.g. 0.5,0.5") from None
+
+
+def _remote(platform: Platform, request: dict) -> None:
+    job = platform.json("POST", "/v1/merges", json=request)
+    console.print(f"[dim]merge job {job['id']} queued[/dim]")
+    job = follow(platform, job["id"])
+    if job["status"] != "succeeded":
+        raise TuneforgeError(f"merge job {job['id']} {job['status']}: {(job.get('error') or {}).get('message', '')}")
+    out.print(json.dumps({"id": job["id"], "model": job["model"]}))
+
+
+def follow(platform: Platform, job_id: str, poll_s: float = 1.0) -> dict:
+    """Print a merge job's events as they come; the job once it has ended."""
+    seen: set[str] = set()
+    while True:
+        job = platform.json("GET", f"/v1/merges/{job_id}")
+        for e in reversed(platform.json("GET", f"/v1/merges/{job_id}/events", params={"limit": 100})["data"]):
+            if e["id"] not in seen:
+                seen.add(e["id"])
+                console.print(f"[dim]{e['message']}[/dim]")
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(poll_s)
