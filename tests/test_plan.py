@@ -22,6 +22,16 @@ def test_plan_covers_every_example_once_per_epoch_and_is_reproducible():
     assert steps[:3] != steps[3:]  # each epoch reshuffles
 
 
+def test_token_budget_cuts_the_plan_at_the_step_that_reaches_it():
+    steps = plan.plan_steps(10, 4, 3, seed=1)
+    lengths = [10] * 10
+    assert plan.within_budget(steps, lengths, None) == steps
+    assert plan.within_budget(steps, lengths, 1) == steps[:1]  # at least one step
+    assert plan.within_budget(steps, lengths, 80) == steps[:2]  # 40 + 40 reaches 80
+    assert plan.within_budget(steps, lengths, 81) == steps[:3]
+    assert plan.within_budget(steps, lengths, 10**9) == steps  # epochs cap it
+
+
 def test_pack_first_fit_decreasing_respects_capacity():
     lengths = [300, 200, 120, 100, 90, 600]
     rows = plan.pack(list(range(6)), lengths, capacity=512)

@@ -1,6 +1,7 @@
 """Importing this module registers every command on the app."""
 
 from tuneforge.cli import (  # noqa: F401
+    bakeoff_cmd,
     data_cmd,
     datasets_cmd,
     demo_cmd,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -180,18 +179,8 @@ def _remote(platform: Platform, models: list[str], specs: list[dict], data: Path
 
 def follow(platform: Platform, eval_id: str, run_id: str, poll_s: float = 1.0) -> dict:
     """Print the run's events as they come; the run when it has ended."""
-    seen: set[str] = set()
-    while True:
-        run_ = platform.json("GET", f"/v1/evals/{eval_id}/runs/{run_id}")
-        events = platform.json("GET", f"/v1/evals/{eval_id}/runs/{run_id}/events", params={"limit": 100})["data"]
-        for e in reversed(events):
-            if e["id"] not in seen:
-                seen.add(e["id"])
-                console.print(f"[dim]{e['message']}[/dim]")
-        if run_["status"] in ("completed", "failed", "canceled"):
-            return run_
-        time.sleep(poll_s)
-
+    return platform.follow(f"/v1/evals/{eval_id}/runs/{run_id}", final=("completed", "failed", "canceled"),
+                           poll_s=poll_s)
 
 def print_report(report: dict) -> None:
     table = Table("model", *report["graders"].keys(), title="scores (mean [95% CI])")

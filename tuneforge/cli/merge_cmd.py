@@ -4,7 +4,7 @@ platform that registers the result as the model `merge:NAME` (--name NAME)."""
 from __future__ import annotations
 
 import json
-import time
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -36,11 +36,7 @@ def merge(
     from tuneforge.merging import config as configs
 
     _one_target(out_dir, name)
-    try:
-        text = config.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read {config}: {exc.strerror}") from None
-    cfg = configs.parse(text, str(config))
+    cfg = configs.parse(_read(config), str(config))
     if name:
         _remote(Platform(base_url, api_key), {"name": name, "config": cfg, "seed": seed})
         return
@@ -94,21 +90,56 @@ def _weights(text: str | None) -> list[float] | None:
 def _remote(platform: Platform, request: dict) -> None:
     job = platform.json("POST", "/v1/merges", json=request)
     console.print(f"[dim]merge job {job['id']} queued[/dim]")
-    job = follow(platform, job["id"])
+    job = platform.follow(f"/v1/merges/{job['id']}", final=("succeeded", "failed", "cancelled"))
     if job["status"] != "succeeded":
         raise TuneforgeError(f"merge job {job['id']} {job['status']}: {(job.get('error') or {}).get('message', '')}")
     out.print(json.dumps({"id": job["id"], "model": job["model"]}))
 
 
-def follow(platform: Platform, job_id: str, poll_s: float = 1.0) -> dict:
-    """Print a merge job's events as they come; the job once it has ended."""
-    seen: set[str] = set()
-    while True:
-        job = platform.json("GET", f"/v1/merges/{job_id}")
-        for e in reversed(platform.json("GET", f"/v1/merges/{job_id}/events", params={"limit": 100})["data"]):
-            if e["id"] not in seen:
-                seen.add(e["id"])
-                console.print(f"[dim]{e['message']}[/dim]")
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(poll_s)
+@app.command("merge-search")
+def merge_search(
+    config: Annotated[Path, typer.Argument(help="A mergekit config whose searched values are written $name.")],
+    param: Annotated[list[str], Opt(help="NAME=v1,v2,... or NAME=LOW:HIGH:COUNT: the values of $NAME (repeat).")],
+    data: Annotated[list[Path], Opt(help="Held-out rows of a target task (chat JSONL ending in the reference "
+                                         "answer; repeat, one per task).")],
+    out_dir: Annotated[Path, Opt("--out", help="The best merge goes here; search.json / search.html beside it.")],
+    rows: Annotated[int, Opt(min=1, help="Rows of each task scored per candidate (the first N).")] = 20,
+    grader: Annotated[str, Opt(help="exact, json, regex, numeric, or a JSON criterion.")] = "exact",
+    strategy: Annotated[str, Opt(help="grid (every combination) or coordinate (one value at a time).")] = "grid",
+    trials: Annotated[int, Opt(help="At most this many candidates merged and scored.")] = 16,
+    max_tokens: Annotated[int | None, Opt(min=1, max=4096, help="Longest answer (default: from the rows).")] = None,
+    seed: int = 0, data_dir: DataDir = None,
+) -> None:
+    """Search a merge's parameters: merge each candidate with mergekit, score it on every task, keep the best."""
+    use(data_dir)
+    from tuneforge.cli.evals_cmd import criteria_from_flags
+    from tuneforge.evals.task import load_test_rows
+    from tuneforge.merging import config as configs
+    from tuneforge.merging import search
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"{out_dir} is not empty: choose a new --out folder")
+    cfg = configs.parse(_read(config), str(config))
+    space = search.parse_space(param)
+    search.check_space(cfg, space, strategy, trials)
+    tasks = {p.stem: load_test_rows(p, rows) for p in data}
+    work = out_dir.with_name(f".{out_dir.name}.trials")
+    shutil.rmtree(work, ignore_errors=True)
+    runner = search.Search(cfg, tasks, work, grader=criteria_from_flags([grader], None, None, None)[0],
+                           max_tokens=max_tokens)
+    with ProgressBar("merge search") as bar:
+        trials_ = search.run(space, runner.score, strategy=strategy, trials=trials, seed=seed, on_event=bar)
+    rep = search.report(trials_, space, strategy=strategy, config=cfg)
+    runner.best[1].rename(out_dir)
+    search.write_report(rep, out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    best = rep["best"]
+    out.print(f"best of {len(trials_)}: trial {best['trial']} {json.dumps(best['values'])} score {best['score']:.3f} "
+              f"({', '.join(f'{k} {v:.3f}' for k, v in best['scores'].items())}) -> {out_dir}")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None

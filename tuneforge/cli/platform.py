@@ -58,6 +58,24 @@ class Platform:
             raise self._unreachable(exc) from None
         return lines
 
+    def follow(self, path: str, *, final: tuple[str, ...], poll_s: float = 1.0) -> dict:
+        """Print a job's events (`{path}/events`, newest first there) as they come; the job (GET `path`) once
+        its status is one of `final`."""
+        import time
+
+        from tuneforge.cli.app import console
+
+        seen: set[str] = set()
+        while True:
+            job = self.json("GET", path)
+            for e in reversed(self.json("GET", f"{path}/events", params={"limit": 100})["data"]):
+                if e["id"] not in seen:
+                    seen.add(e["id"])
+                    console.print(f"[dim]{e['message']}[/dim]", highlight=False)
+            if job["status"] in final:
+                return job
+            time.sleep(poll_s)
+
     def _unreachable(self, exc: Exception) -> ConfigError:
         return ConfigError(f"cannot reach the platform at {self.root} ({type(exc).__name__}): start it with "
                            "`tuneforge serve`, or point --base-url / TUNEFORGE_BASE_URL at it")

@@ -53,6 +53,9 @@ def serve(
     backend: Annotated[Backend, typer.Option(help="Serving engine: transformers (any machine) or vllm (CUDA).")] = (
         Backend.transformers),
     stale_after: StaleAfter = 30.0,
+    base: Annotated[list[str] | None, typer.Option(
+        help="NAME=FOLDER: offer this HF model folder to every project as the base NAME (repeat; adds to "
+             "$TUNEFORGE_BASES).")] = None,
     upstream_timeout: Annotated[float, typer.Option(
         envvar="TUNEFORGE_UPSTREAM_TIMEOUT", help="Seconds the proxy waits on an upstream provider.")] = 600.0,
     data_dir: DataDir = None,
@@ -75,6 +78,7 @@ def serve(
 
         available()
     _check_port(host, port)
+    _add_bases(base or [])
     routes = upstreams.from_env()  # a bad routes file fails here, before anything starts
     db = _database(database_url)
     procs = [_spawn_worker(db.url, stale_after) for _ in range(workers)]
@@ -96,6 +100,16 @@ def serve(
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _add_bases(items: list[str]) -> None:
+    """--base NAME=FOLDER into $TUNEFORGE_BASES, which the workers inherit; each folder checked now."""
+    from tuneforge.models import registry
+
+    if items:
+        os.environ["TUNEFORGE_BASES"] = ",".join(filter(None, [os.environ.get("TUNEFORGE_BASES", ""), *items]))
+    for name in registry.local_bases():
+        registry.materialize(name)  # a folder without config.json is an error now, not at the first request
 
 
 def _check_port(host: str, port: int) -> None:

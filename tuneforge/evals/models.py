@@ -47,7 +47,7 @@ def locate_files(name: str) -> Local | None:
 
     from tuneforge.models import registry
 
-    if name not in registry.BUNDLED and not Path(name).expanduser().is_dir():
+    if not registry.is_base(name) and not Path(name).expanduser().is_dir():
         return None
     ref = registry.resolve(name)
     adapter = str(ref.adapter) if ref.adapter else None

@@ -173,11 +173,11 @@ def _ranking(report: dict) -> str:
     out = ["<h2>Ranking</h2><p class='muted'>Bradley-Terry ratings (Elo-like scale, mean 1000) with 95% "
            "bootstrap intervals.</p>"]
     for label, ratings in by_grader.items():
-        out.append(f"<h3>{escape(label)}</h3>" + _interval_chart(ratings))
+        out.append(f"<h3>{escape(label)}</h3>" + interval_chart(ratings))
     return "".join(out)
 
 
-def _interval_chart(ratings: list[dict]) -> str:
+def interval_chart(ratings: list[dict]) -> str:
     values = [v for r in ratings for v in (r["rating"], r["ci_low"], r["ci_high"]) if v is not None]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0

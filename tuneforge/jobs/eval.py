@@ -10,7 +10,6 @@ only generates and judges what is missing.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +22,8 @@ from tuneforge.evals import graders, suite
 from tuneforge.evals.execute import SamplingSpec, execute, pairs_for
 from tuneforge.evals.models import COLUMN, Local, Models
 from tuneforge.evals.runner import TestSet
-from tuneforge.jobs.context import JobContext
+from tuneforge.jobs.context import JobContext, ProgressEvents
 from tuneforge.jobs.registry import JobKind
-from tuneforge.progress import Event
 from tuneforge.store import datasets, evals, files, jobs, models
 from tuneforge.store.db import Database
 from tuneforge.store.tables import Eval, Job, Project
@@ -34,7 +32,6 @@ MAX_ROWS = 5000
 MAX_MODELS = 8
 MAX_GENERATIONS = 20_000  # rows x models
 MAX_JUDGE_CALLS = 40_000  # rows x judged pairs x 2 orders
-PROGRESS_EVENT_EVERY_S = 1.0
 SAMPLE = COLUMN + "sample"  # OpenAI's `jsonl` data source: answers already in each item's `sample`
 
 
@@ -142,7 +139,7 @@ class EvalKind(JobKind):
         ctx.event(f"Evaluating {', '.join(spec.models)} on {len(rows)} rows")
         models_ = Models(locate=_locator(ctx.db, ctx.job.project_id), hosted=models.is_hosted)
         report = execute([TestSet(spec.test_set, rows)], models_, spec.models, criteria, reference=spec.reference,
-                         sampling=spec.sampling, workdir=folder, on_event=_Progress(ctx), check=ctx.check,
+                         sampling=spec.sampling, workdir=folder, on_event=ProgressEvents(ctx), check=ctx.check,
                          forgetting=spec.suite)
         work = report.get("work", {})
         ctx.event(f"Report written: {work.get('generated', 0)} answers generated and {work.get('judge_calls', 0)} "
@@ -195,27 +192,6 @@ def _counts(report: dict) -> dict:
             passed += bool(scores) and all(score >= 1 for _label, score in scores)
     return {"total": total, "passed": passed, "failed": total - passed - errored, "errored": errored,
             "per_testing_criteria": {k: {"passed": v[0], "failed": v[1]} for k, v in per.items()}}
-
-
-class _Progress:
-    """The runner's events as job events, at most one progress event a second (and every phase change)."""
-
-    def __init__(self, ctx: JobContext):
-        self.ctx, self.last = ctx, 0.0
-
-    def __call__(self, ev: Event) -> None:
-        self.ctx.check()
-        if ev.kind == "metrics" and ev.metrics:  # e.g. a criterion judge's agreement with the labels
-            self.ctx.event(ev.message or "metrics", type="metrics", data=ev.metrics)
-        elif ev.kind == "progress":
-            now = time.monotonic()
-            if now - self.last < PROGRESS_EVENT_EVERY_S and ev.step != ev.total:
-                return
-            self.last = now
-            self.ctx.event(f"{ev.message or 'progress'}: {ev.step}/{ev.total}", type="metrics",
-                           data={"step": ev.step, "total": ev.total, **ev.metrics})
-        elif ev.message and ev.kind in ("message", "start"):
-            self.ctx.event(ev.message)
 
 
 def _rows(s: Session, project_id: str, source: DataSource) -> tuple[str, list[dict]]:

@@ -88,7 +88,7 @@ class FineTune(JobKind):
 
     def model_name(self, base: str, project: Project, suffix: str | None, job_id: str) -> str:
         """`ft:{base}:{project}:{suffix}:{job}`, OpenAI's form; a fine-tune of a fine-tune names the first base."""
-        base = base.split(":")[1] if base.startswith("ft:") else base
+        base = base.split(":")[1] if base.startswith("ft:") else base.replace(":", "-")  # merge:x -> merge-x
         slug = re.sub(r"[^a-z0-9-]+", "-", project.name.lower()).strip("-") or "project"
         return f"ft:{base}:{slug}:{suffix or ''}:{job_id.removeprefix(self.id_prefix)[:12]}"
 
@@ -141,7 +141,7 @@ def _base(s: Session, model: str, project_id: str) -> tuple[str, str]:
     if found is not None:
         return model, str(found.path) if found.path is not None else model
     raise NotFound(f"The model `{model}` does not exist or you do not have access to it: fine-tune one of "
-                   f"{', '.join(registry.BUNDLED)} or one of your fine-tuned models", param="model",
+                   f"{', '.join(registry.base_names())} or one of your fine-tuned or merged models", param="model",
                    code="model_not_found")
 
 

@@ -33,7 +33,9 @@ def merge_adapters(adapters: list[str], out: Path, *, weights: list[float] | Non
     from tuneforge.models.loading import load_model, load_tokenizer
 
     out = Path(out)
-    weights = _check(adapters, weights, method, density, out)
+    weights = check(adapters, weights, method, density)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty: choose a new output folder")
     refs = [locate(a) for a in adapters]
     base = _one_base(adapters, refs)
     on_event(Event("message", f"combining {len(refs)} adapters of {base} ({method})"))
@@ -49,8 +51,12 @@ def merge_adapters(adapters: list[str], out: Path, *, weights: list[float] | Non
     model.add_weighted_adapter(names, weights, "default", combination_type=method, **kwargs)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), selected_adapters=["default"])
-    load_tokenizer(base).save_pretrained(str(tmp))
+    try:
+        model.save_pretrained(str(tmp), selected_adapters=["default"])
+        load_tokenizer(base).save_pretrained(str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     base_name = _base_name(refs[0].adapter)
     written = manifest.write(
         tmp, kind="adapter_merge", inputs=[{"name": n, "adapter": str(r.adapter), "sha256": manifest.folder_hash(
@@ -63,8 +69,8 @@ def merge_adapters(adapters: list[str], out: Path, *, weights: list[float] | Non
     return written
 
 
-def _check(adapters: list[str], weights: list[float] | None, method: str, density: float | None,
-           out: Path) -> list[float]:
+def check(adapters: list[str], weights: list[float] | None, method: str, density: float | None) -> list[float]:
+    """The request's shape (not the adapters themselves); the weights, one per adapter."""
     if method not in METHODS:
         raise UserError(f"unknown adapter merge method '{method}': use one of {', '.join(METHODS)}", param="method")
     if not 2 <= len(adapters) <= MAX_ADAPTERS:
@@ -77,8 +83,6 @@ def _check(adapters: list[str], weights: list[float] | None, method: str, densit
     if method in NEEDS_DENSITY and not (density is not None and 0 < density <= 1):
         raise UserError(f"method '{method}' needs a density in (0, 1] (the share of each delta kept)",
                         param="density")
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} is not empty: choose a new output folder")
     return weights
 
 

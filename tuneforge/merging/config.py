@@ -24,9 +24,10 @@ def parse(text: str, source: str = "config") -> dict:
     try:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark, opened = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        context = f"; {exc.context} at line {opened.line + 1}" if opened is not None and exc.context else ""
+        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}{context})") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{source}: a merge config is a YAML mapping with `merge_method` and `models` or `slices` "
                         "(mergekit's format)")

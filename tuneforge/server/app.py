@@ -13,7 +13,19 @@ from tuneforge.server import errors
 from tuneforge.server.deps import Settings, State
 from tuneforge.server.log_sink import LogSink
 from tuneforge.server.proxy import ProxyMiddleware
-from tuneforge.server.routes import chat, completions, datasets, evals, files, fine_tuning, logs, models, reports
+from tuneforge.server.routes import (
+    bakeoffs,
+    chat,
+    completions,
+    datasets,
+    evals,
+    files,
+    fine_tuning,
+    logs,
+    merges,
+    models,
+    reports,
+)
 from tuneforge.server.serving import Engines
 from tuneforge.store.db import Database
 
@@ -39,7 +51,7 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
     )
     app.state.tuneforge = state
     errors.install(app)
-    for module in (files, fine_tuning, models, chat, completions, logs, datasets, evals, reports):
+    for module in (files, fine_tuning, models, chat, completions, logs, datasets, evals, merges, bakeoffs, reports):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -144,6 +144,15 @@ class EventList(BaseModel):
     data: list[FineTuningJobEvent]
     has_more: bool
 
+    @classmethod
+    def page(cls, s, job_id: str, *, after: str | None, limit: int) -> EventList:
+        """A job's events, newest first, in OpenAI's fine-tuning event shape (every job kind uses it)."""
+        from tuneforge.store import jobs
+
+        rows, more = jobs.events(s, job_id, after=after, limit=limit)
+        return cls(data=[FineTuningJobEvent(id=e.id, created_at=e.created_at, level=e.level, message=e.message,
+                                            data=e.data, type=e.type) for e in rows], has_more=more)
+
 
 class CheckpointObject(BaseModel):
     id: str

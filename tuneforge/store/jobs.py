@@ -85,24 +85,32 @@ def list_(s: Session, *, project_id: str, after: str | None, limit: int,
 
 
 def cancel(s: Session, job_id: str, *, project_id: str, kind: str | None = None) -> Job:
-    """Cancel a job that has not finished; a running one stops at its worker's next heartbeat."""
+    """Cancel a job that has not finished, and its unfinished children; a running one stops at its worker's
+    next heartbeat."""
     job = get(s, job_id, project_id=project_id, kind=kind)
     if job.status in FINAL:
         raise Conflict(f"Job {job_id} has already {job.status}; only unfinished jobs can be cancelled",
                        code="invalid_state")
     s.execute(update(Job).where(Job.id == job_id).values(status="cancelled", finished_at=now()))
     add_event(s, job_id, "Job cancelled")
+    for child in s.scalars(select(Job).where(Job.parent_id == job_id, Job.status.not_in(FINAL))):
+        cancel(s, child.id, project_id=project_id)
     s.refresh(job)
     return job
 
 
+def children(s: Session, job_id: str) -> list[Job]:
+    """The jobs a job started (a bake-off's fine-tunes, evals and merge), oldest first."""
+    return list(s.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.created_at, Job.id)))
+
+
 # --- the worker's side
-def claim(s: Session, worker_id: str, kinds: tuple[str, ...]) -> Job | None:
-    """Take the oldest queued job of these kinds, or None."""
-    pick = (
-        select(Job.id).where(Job.status == "queued", Job.kind.in_(kinds))
-        .order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True).scalar_subquery()
-    )
+def claim(s: Session, worker_id: str, kinds: tuple[str, ...], *, job_id: str | None = None) -> Job | None:
+    """Take the oldest queued job of these kinds (or this one, when it is queued), or None."""
+    pick = select(Job.id).where(Job.status == "queued", Job.kind.in_(kinds))
+    if job_id is not None:
+        pick = pick.where(Job.id == job_id)
+    pick = pick.order_by(Job.created_at, Job.id).limit(1).with_for_update(skip_locked=True).scalar_subquery()
     claimed = s.execute(
         update(Job).where(Job.id == pick, Job.status == "queued")
         .values(status="running", worker_id=worker_id, heartbeat_at=time.time(), attempts=Job.attempts + 1)
@@ -132,6 +140,7 @@ def requeue_stale(s: Session, timeout_s: float) -> list[str]:
     stale = list(s.scalars(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)))
     moved = []
     for job in stale:
+        worker = job.worker_id  # the update below clears it on the loaded row too
         if job.attempts >= MAX_ATTEMPTS:
             done = finish(s, job.id, job.worker_id, "failed", error={
                 "code": "worker_lost", "param": None,
@@ -143,8 +152,8 @@ def requeue_stale(s: Session, timeout_s: float) -> list[str]:
                 .values(status="queued", worker_id=None)
             ).rowcount == 1
             if done:
-                add_event(s, job.id, f"Worker {job.worker_id} stopped responding; job requeued", level="warn",
-                          data={"worker": job.worker_id})
+                add_event(s, job.id, f"Worker {worker} stopped responding; job requeued", level="warn",
+                          data={"worker": worker})
         if done:
             moved.append(job.id)
     return moved

@@ -6,7 +6,8 @@ fine-tune kind's choice of a base all ask here. A model comes from one of these 
 - a bundled base (`models/registry.py`), which every project sees;
 - a project's fine-tuned model (`ft:{base}:{project}:{suffix}:{job}`, a row of fine_tuned_models), and
   its checkpoints (`...:ckpt-step-N`), which serve but are not listed;
-- later, merged models: another table, another source below, their name prefix in HOSTED_PREFIXES.
+- a project's merged model (`merge:{name}`, a row of merged_models): a full model folder, or an adapter
+  on a base (an adapter merge), served either way like a fine-tune.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from tuneforge.errors import NotFound
 from tuneforge.jobs import registry as kinds
 from tuneforge.models import registry
 from tuneforge.store.db import Database, new_id, now
-from tuneforge.store.tables import Checkpoint, FineTunedModel, Job
+from tuneforge.store.tables import Checkpoint, FineTunedModel, Job, MergedModel
 
 BASE_CREATED = 1_700_000_000  # bundled models have no creation time of ours: a fixed, honest "long ago"
-HOSTED_PREFIXES = ("ft:",)  # names of the models made here (checkpoints included)
+MERGE_PREFIX = "merge:"
+HOSTED_PREFIXES = ("ft:", MERGE_PREFIX)  # names of the models made here (checkpoints included)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Model:
     """A model a project can use, whatever made it."""
 
     id: str
-    source: Literal["base", "fine_tune", "checkpoint"]
+    source: Literal["base", "fine_tune", "checkpoint", "merge"]
     created_at: int
     project_id: str | None  # None for bundled bases, which belong to every project
     path: Path | None  # the weights folder; None for a bundled base (materialized on first use)
@@ -57,20 +59,26 @@ def model_not_found(name: str) -> NotFound:
 def is_hosted(name: str) -> bool:
     """Whether a name is one this server serves rather than an upstream's. By name alone (no I/O: the proxy
     asks for every request, on the event loop): a name in our form that a project lacks gets our 404."""
-    return name in registry.BUNDLED or name.startswith(HOSTED_PREFIXES)
+    return registry.is_base(name) or name.startswith(HOSTED_PREFIXES)
 
 
 def list_(s: Session, project_id: str) -> list[Model]:
-    """The bundled bases, then the project's fine-tuned models, oldest first."""
+    """The bundled bases, then the project's fine-tuned and merged models, oldest first."""
     q = (select(FineTunedModel).where(FineTunedModel.project_id == project_id, FineTunedModel.deleted.is_(False))
          .order_by(FineTunedModel.created_at))
-    return [*map(_base, registry.BUNDLED), *map(_fine_tune, s.scalars(q))]
+    merged = (select(MergedModel).where(MergedModel.project_id == project_id, MergedModel.deleted.is_(False))
+              .order_by(MergedModel.created_at))
+    made = sorted([*map(_fine_tune, s.scalars(q)), *map(_merge, s.scalars(merged))], key=lambda m: m.created_at)
+    return [*map(_base, registry.base_names()), *made]
 
 
 def find(s: Session, name: str, project_id: str, *, checkpoints: bool = False) -> Model | None:
     """A model the project can use by this name (checkpoints too, when asked), or None."""
-    if name in registry.BUNDLED:
+    if registry.is_base(name):
         return _base(name)
+    if name.startswith(MERGE_PREFIX):
+        merged = merged_row(s, name, project_id)
+        return _merge(merged) if merged is not None else None
     row = _fine_tune_row(s, name, project_id)
     if row is not None:
         return _fine_tune(row)
@@ -85,8 +93,9 @@ def get(s: Session, name: str, project_id: str) -> Model:
 
 
 def delete(s: Session, name: str, project_id: str) -> Path:
-    """Stop listing and serving a fine-tuned model; its job and folder stay. Returns the folder (to unload)."""
-    row = _fine_tune_row(s, name, project_id)
+    """Stop listing and serving a fine-tuned or merged model; its job and folder stay. Returns the folder (to
+    unload)."""
+    row = merged_row(s, name, project_id) if name.startswith(MERGE_PREFIX) else _fine_tune_row(s, name, project_id)
     if row is None:
         raise model_not_found(name)
     row.deleted = True
@@ -97,7 +106,7 @@ def resolve(db: Database, name: str, project_id: str) -> Weights:
     """Where a model name's weights are, checkpoints included; NotFound for unknown names and other projects'
     models. Takes the database rather than a session: the files are looked at (a bundled base materialized,
     the first time: minutes) after the lookup's transaction has ended."""
-    if name in registry.BUNDLED:
+    if registry.is_base(name):
         return Weights(str(registry.materialize(name)), None)
     with db.session() as s:
         found = find(s, name, project_id, checkpoints=True)
@@ -120,6 +129,15 @@ def _fine_tune(row: FineTunedModel) -> Model:
 def _fine_tune_row(s: Session, name: str, project_id: str) -> FineTunedModel | None:
     row = s.get(FineTunedModel, name)
     return row if row is not None and row.project_id == project_id and not row.deleted else None
+
+
+def _merge(row: MergedModel) -> Model:
+    return Model(row.name, "merge", row.created_at, row.project_id, Path(row.path))
+
+
+def merged_row(s: Session, name: str, project_id: str) -> MergedModel | None:
+    return s.scalar(select(MergedModel).where(MergedModel.project_id == project_id, MergedModel.name == name,
+                                              MergedModel.deleted.is_(False)))
 
 
 def _find_checkpoint(s: Session, name: str, project_id: str) -> Model | None:
@@ -145,6 +163,11 @@ def add_checkpoint(s: Session, *, job_id: str, step: int, model_name: str, path:
     if s.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)) is None:
         s.add(Checkpoint(id=new_id("ftckpt_"), job_id=job_id, step=step, model_name=model_name, path=path,
                          metrics=metrics, created_at=now()))
+
+
+def add_merge(s: Session, *, name: str, project_id: str, job_id: str, kind: str, path: str) -> None:
+    s.add(MergedModel(id=new_id("mm-"), name=name, project_id=project_id, job_id=job_id, kind=kind, path=path,
+                      created_at=now(), deleted=False))
 
 
 def checkpoints(s: Session, job_id: str, *, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:

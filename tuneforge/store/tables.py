@@ -59,6 +59,7 @@ class Job(Base):
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     out_dir: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # a bake-off's child
 
 
 class JobEvent(Base):
@@ -174,5 +175,20 @@ class Eval(Base):
     data_source_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     testing_criteria: Mapped[list[Any]] = mapped_column(JSON)  # grader specs, each {"type": NAME, "name": ..., ...}
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    created_at: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class MergedModel(Base):
+    """A model a merge job made (`merge:{name}`): a full model folder, or an adapter on a base."""
+
+    __tablename__ = "merged_models"
+    __table_args__ = (Index("ix_merged_models_project_name", "project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(300))  # the model's name, `merge:{what the user chose}`
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # "model" | "adapter"
+    path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(Integer)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -148,5 +148,21 @@ def step_trained_tokens(step: list[int], examples: list[Encoded]) -> int:
     return sum(examples[i].num_trained for i in step)
 
 
+def within_budget(steps: list[list[int]], lengths: list[int], budget: int | None) -> list[list[int]]:
+    """The plan's first steps, up to the one whose tokens reach `budget` (all of them when it is None).
+
+    >>> within_budget([[0], [1], [2]], [5, 5, 5], 7)
+    [[0], [1]]
+    """
+    if budget is None:
+        return steps
+    total = 0
+    for n, step in enumerate(steps):
+        total += sum(lengths[i] for i in step)
+        if total >= budget:
+            return steps[: n + 1]
+    return steps
+
+
 def total_steps(num_examples: int, batch_size: int, epochs: int) -> int:
     return epochs * math.ceil(num_examples / batch_size)

@@ -98,7 +98,7 @@ class _Run:
             if manifest.exists():
                 return json.loads(manifest.read_text())["base_model"]
             return self.ref.base
-        return self.cfg.model if self.cfg.model in registry.BUNDLED else self.ref.base
+        return self.cfg.model if registry.is_base(self.cfg.model) else self.ref.base
 
     def emit(self, kind: str, message: str = "", **kw) -> None:
         self.on_event(Event(kind, message, **kw))
@@ -118,8 +118,9 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
         run.emit("message", f"skipped {train_data.skipped} invalid rows of {cfg.data}")
     examples = train_data.examples
     epochs = plan.auto_epochs(len(examples)) if cfg.epochs == "auto" else cfg.epochs
-    steps = plan.plan_steps(len(examples), cfg.batch_size, epochs, cfg.seed)
     lengths = [len(e.input_ids) for e in examples]
+    steps = plan.within_budget(plan.plan_steps(len(examples), cfg.batch_size, epochs, cfg.seed), lengths,
+                               cfg.token_budget)
     capacity, share_prefix = _row_layout(cfg, model, device, lengths)
 
     params = [p for p in model.parameters() if p.requires_grad]

@@ -12,6 +12,7 @@ the kind's `run`, then its `on_success` / `on_failure` in the transaction that r
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -24,6 +25,8 @@ from tuneforge.jobs.context import JobContext, JobStopped
 from tuneforge.store import jobs
 from tuneforge.store.db import Database
 from tuneforge.store.tables import Job
+
+CHILD_POLL_S = 2.0
 
 log = logging.getLogger("tuneforge.worker")
 
@@ -65,9 +68,13 @@ class Worker:
         if self.current is not None:
             self.current.stop.set()
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, parent: JobContext | None = None) -> None:
+        """Run a claimed job to its end; a child runs inside its parent and stops when the parent does."""
         kind = kinds.get(job.kind)
-        ctx = self.current = JobContext(job, self.db, self.worker_id)
+        ctx = JobContext(job, self.db, self.worker_id, parent=parent)
+        ctx.run_child = functools.partial(self._run_child, ctx)
+        if parent is None:
+            self.current = ctx
         beat = threading.Thread(target=self._heartbeat, args=(ctx,), daemon=True)
         beat.start()
         status, result, error = "failed", None, None
@@ -77,7 +84,7 @@ class Worker:
         except JobStopped:
             log.info("%s stopped (%s)", job.id, "shutdown" if self.shutting_down else "cancelled or taken over")
             status = None
-            if self.shutting_down:
+            if self.shutting_down or parent is not None:  # a child goes back to the queue with its parent
                 with self.db.session() as s:
                     jobs.release(s, job.id, self.worker_id)
         except TuneforgeError as exc:
@@ -92,7 +99,8 @@ class Worker:
         finally:
             ctx.stop.set()
             beat.join()
-            self.current = None
+            if parent is None:
+                self.current = None
         if status is not None:
             with self.db.session() as s:
                 if jobs.finish(s, job.id, self.worker_id, status, result=result, error=error):
@@ -101,8 +109,30 @@ class Worker:
                     else:
                         kind.on_failure(s, job, error)
 
+    def _run_child(self, parent: JobContext, job_id: str) -> Job:
+        """A child job, run here when it is queued (so one worker can run a bake-off and all it needs), or
+        waited for while another worker runs it; its row once it has ended."""
+        while True:
+            parent.check()
+            with self.db.session() as s:
+                jobs.requeue_stale(s, self.stale_after_s)
+            with self.db.session() as s:
+                child = jobs.claim(s, self.worker_id, self.kinds, job_id=job_id)
+            if child is not None:
+                log.info("running %s inside %s (attempt %d)", child.id, parent.job.id, child.attempts)
+                self._run(child, parent)
+                continue
+            with self.db.session() as s:
+                row = s.get(Job, job_id)
+                if row.status in jobs.FINAL:
+                    return row
+            parent.stop.wait(CHILD_POLL_S)
+
     def _heartbeat(self, ctx: JobContext) -> None:
         while not ctx.stop.wait(self.heartbeat_s):
+            if ctx.parent is not None and ctx.parent.stop.is_set():
+                ctx.stop.set()
+                return
             with self.db.session() as s:
                 alive = jobs.heartbeat(s, ctx.job.id, self.worker_id)
             if not alive:

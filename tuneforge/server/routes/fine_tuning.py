@@ -14,7 +14,6 @@ from tuneforge.server.protocol import (
     EventList,
     FineTuningJob,
     FineTuningJobCreate,
-    FineTuningJobEvent,
     FineTuningJobList,
 )
 from tuneforge.store import jobs, models
@@ -68,10 +67,7 @@ def list_events(state: StateDep, project: ProjectDep, fine_tuning_job_id: str, a
                 limit: Limit = 20):
     with state.db.session() as s:
         jobs.get(s, fine_tuning_job_id, project_id=project.id, kind=KIND.name)
-        rows, more = jobs.events(s, fine_tuning_job_id, after=after, limit=limit)
-        data = [FineTuningJobEvent(id=e.id, created_at=e.created_at, level=e.level, message=e.message, data=e.data,
-                                   type=e.type) for e in rows]
-    return EventList(data=data, has_more=more)
+        return EventList.page(s, fine_tuning_job_id, after=after, limit=limit)
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints", response_model=CheckpointList)

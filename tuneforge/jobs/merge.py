@@ -1,0 +1,168 @@
+"""The merge job: a mergekit config run on a project's models, or LoRA adapters combined into one, registered
+as the model `merge:{name}` when it succeeds.
+
+Accepting checks everything that can be checked without reading weights: the name is free, every model the
+config names is one the project can use (a tenant names models, never server folders), the config is valid
+for mergekit, an adapter merge's inputs are adapters. Running writes into the job's folder (`model/`); a
+requeued attempt starts the merge again (minutes), unless the previous one had finished writing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.errors import Conflict, NotFound, UserError
+from tuneforge.jobs.context import JobContext, ProgressEvents
+from tuneforge.jobs.registry import JobKind
+from tuneforge.merging import config as configs
+from tuneforge.merging import manifest
+from tuneforge.models import registry
+from tuneforge.store import jobs, models
+from tuneforge.store.db import Database
+from tuneforge.store.tables import Job, Project
+
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+DISK_MARGIN = 1.2  # free space needed, as a multiple of the largest input's weights
+
+
+class MergeSpec(BaseModel):
+    """A merge as accepted."""
+
+    model: str = Field(description="`merge:{name}`: the model it registers.")
+    type: Literal["model", "adapter"]
+    config: dict[str, Any] | None = None
+    adapters: list[str] | None = None
+    weights: list[float] | None = None
+    method: str
+    density: float | None = None
+    svd_rank: int | None = None
+    seed: int = 0
+    metadata: dict[str, str] | None = None
+
+
+class MergeKind(JobKind):
+    name = "merge"
+    noun = "merge"
+    Spec = MergeSpec
+    id_prefix = "merge-"
+    event_prefix = "mergeevent-"
+    id_param = "merge_id"
+    created_message = "Merge created"
+    queued_message = "Models and config checked, merge queued"
+
+    def accept(self, s: Session, project: Project, request: Any, **where: str) -> Job:
+        model = models.MERGE_PREFIX + _name(request.name)
+        _name_free(s, project.id, model)
+        if (request.config is None) == (request.adapters is None):
+            raise UserError("give either `config` (a mergekit config: a full-model merge) or `adapters` (LoRA "
+                            "fine-tunes to combine)", param="config")
+        if request.config is not None:
+            spec = MergeSpec(model=model, type="model", config=request.config, method=_check_config(
+                s, project.id, request.config), seed=request.seed, metadata=request.metadata)
+        else:
+            from tuneforge.merging.adapters import check
+
+            weights = check(request.adapters, request.weights, request.method, request.density)
+            for name in request.adapters:
+                found = _usable(s, project.id, name, "adapters")
+                if found.path is None or not (found.path / "adapter_config.json").exists():
+                    raise UserError(f"'{name}' is not a LoRA fine-tune: an adapter merge combines LoRA adapters "
+                                    "(merge full models with `config`)", param="adapters")
+            spec = MergeSpec(model=model, type="adapter", adapters=request.adapters, weights=weights,
+                             method=request.method, density=request.density, svd_rank=request.svd_rank,
+                             seed=request.seed, metadata=request.metadata)
+        return jobs.submit(s, project_id=project.id, kind=self.name, spec=spec.model_dump(mode="json"))
+
+    def run(self, ctx: JobContext) -> dict:
+        spec: MergeSpec = self.spec(ctx.job)
+        out = Path(ctx.job.out_dir) / "model"
+        done = manifest.read(out)
+        if done is None:
+            locate = _locator(ctx.db, ctx.job.project_id)
+            _check_disk(out, [locate(n) for n in _inputs(spec)])
+            done = _merge(spec, out, locate, ProgressEvents(ctx), ctx.check)
+        ctx.event(f"Merged model created: {spec.model}", data={"model": spec.model})
+        return {"model": spec.model, "inputs": done["inputs"], "engine": done["engine"]}
+
+    def on_success(self, s: Session, job: Job, result: dict) -> None:
+        spec: MergeSpec = self.spec(job)
+        models.add_merge(s, name=spec.model, project_id=job.project_id, job_id=job.id, kind=spec.type,
+                         path=str(Path(job.out_dir) / "model"))
+
+
+KIND = MergeKind()
+
+
+def _name(name: str) -> str:
+    name = name.removeprefix(models.MERGE_PREFIX)
+    if not NAME.fullmatch(name):
+        raise UserError(f"name '{name}': use 1 to 64 lowercase letters, digits, '.', '_' or '-', starting with a "
+                        "letter or digit", param="name")
+    return name
+
+
+def _name_free(s: Session, project_id: str, model: str) -> None:
+    """No model of the project has the name, and no unfinished merge will take it."""
+    pending = s.scalars(select(Job).where(Job.project_id == project_id, Job.kind == KIND.name,
+                                          Job.status.not_in(jobs.FINAL)))
+    if models.merged_row(s, model, project_id) is not None or any(j.spec.get("model") == model for j in pending):
+        raise Conflict(f"the model `{model}` already exists or is being made: choose another name, or delete it "
+                       "first", param="name", code="model_exists")
+
+
+def _usable(s: Session, project_id: str, name: str, param: str) -> models.Model:
+    found = models.find(s, name, project_id)
+    if found is None:
+        raise NotFound(f"The model `{name}` does not exist or you do not have access to it: name a bundled base "
+                       f"({', '.join(registry.base_names())}) or one of your ft: or merge: models", param=param,
+                       code="model_not_found")
+    return found
+
+
+def _check_config(s: Session, project_id: str, cfg: dict) -> str:
+    """The config's merge method, once every model it names is the project's and mergekit accepts it."""
+    for name in configs.model_names(cfg):
+        _usable(s, project_id, name, "config")
+    configs.validate(cfg, "config")
+    return str(cfg.get("merge_method"))
+
+
+def _inputs(spec: MergeSpec) -> list[str]:
+    return configs.model_names(spec.config) if spec.config is not None else list(spec.adapters or [])
+
+
+def _locator(db: Database, project_id: str):
+    def locate(name: str) -> registry.ModelRef:
+        w = models.resolve(db, name, project_id)
+        return registry.ModelRef(w.base, w.adapter)
+
+    return locate
+
+
+def _check_disk(out: Path, refs: list[registry.ModelRef]) -> None:
+    """A merge writes about as much as its largest input: refuse to start one the disk cannot hold."""
+    need = DISK_MARGIN * max(sum(f.stat().st_size for f in Path(r.base).glob("*.safetensors")) for r in refs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out.parent).free
+    if free < need:
+        raise UserError(f"the merge needs about {need / 1e9:.1f} GB of disk and {free / 1e9:.1f} GB is free: free "
+                        "space (delete old models or jobs) and retry")
+
+
+def _merge(spec: MergeSpec, out: Path, locate, on_event, check) -> dict:
+    if spec.type == "model":
+        from tuneforge.merging.full import merge
+
+        return merge(spec.config, out, locate=locate, on_event=on_event, check=check, seed=spec.seed)
+    from tuneforge.merging.adapters import merge_adapters
+
+    check()
+    return merge_adapters(spec.adapters, out, weights=spec.weights, method=spec.method, density=spec.density,
+                          svd_rank=spec.svd_rank, seed=spec.seed, locate=locate, on_event=on_event)
