@@ -107,6 +107,33 @@ def test_bakeoff_is_one_job_that_survives_a_killed_worker_and_ranks_the_bases(da
         assert merge["model"] in [m["id"] for m in httpx.get(f"{server.url}/v1/models", headers=headers).json()["data"]]
         assert judge.calls and {c["model"] for c in judge.calls} == {"marker"}
         assert "answers" in output and "tiny-a" in output  # the ranking table
+        search_on_the_platform(server, key, done["datasets"][0], tmp_path)
+
+
+def search_on_the_platform(server: Server, key: str, dataset: str, tmp_path) -> None:
+    """A merge search as a merge job: `$t` tried at two values on a task's test rows; the best registered."""
+    config = tmp_path / "search.yaml"
+    config.write_text("merge_method: slerp\nbase_model: tiny-a\nparameters: {t: $t}\ndtype: float32\nslices:\n"
+                      "  - sources: [{model: tiny-a, layer_range: [0, 4]}, {model: tiny-b, layer_range: [0, 4]}]\n")
+    worker = start_worker(server)
+    try:
+        run = subprocess.run([sys.executable, "-m", "tuneforge", "merge-search", str(config), "--param", "t=0.2,0.8",
+                              "--data", dataset, "--rows", "2", "--max-tokens", "3", "--name", "searched",
+                              "--base-url", server.url, "--api-key", key], env=server.env, capture_output=True,
+                             text=True, timeout=300)
+    finally:
+        worker.terminate()
+        worker.wait()
+    assert run.returncode == 0, run.stdout + run.stderr
+    job_id = json.loads(run.stdout.strip().splitlines()[-1])["id"]
+    headers = {"authorization": f"Bearer {key}"}
+    job = httpx.get(f"{server.url}/v1/merges/{job_id}", headers=headers).json()
+    assert job["model"] == "merge:searched" and job["result"]["search"]["values"]["t"] in (0.2, 0.8)
+    found = httpx.get(f"{server.url}/v1/merges/{job_id}/search", headers=headers).json()
+    assert [t["values"]["t"] for t in found["trials"]] == [0.2, 0.8] and len(found["curve"]) == 2
+    assert "<svg" in httpx.get(f"{server.url}/v1/merges/{job_id}/search.html", headers=headers).text
+    listed = httpx.get(f"{server.url}/v1/models", headers=headers).json()["data"]
+    assert "merge:searched" in [m["id"] for m in listed]
 
 
 def test_games_weigh_each_task_equally_and_fall_back_to_the_graders():

@@ -100,15 +100,18 @@ def _remote(platform: Platform, request: dict) -> None:
 def merge_search(
     config: Annotated[Path, typer.Argument(help="A mergekit config whose searched values are written $name.")],
     param: Annotated[list[str], Opt(help="NAME=v1,v2,... or NAME=LOW:HIGH:COUNT: the values of $NAME (repeat).")],
-    data: Annotated[list[Path], Opt(help="Held-out rows of a target task (chat JSONL ending in the reference "
-                                         "answer; repeat, one per task).")],
-    out_dir: Annotated[Path, Opt("--out", help="The best merge goes here; search.json / search.html beside it.")],
+    data: Annotated[list[str], Opt(help="Held-out rows of a target task (repeat, one per task): a chat JSONL file "
+                                        "ending in the reference answer, or with --name a dataset id (its test "
+                                        "split).")],
+    out_dir: Annotated[Path | None, Opt("--out", help="The best merge goes here; search.json / search.html "
+                                                      "beside it.")] = None,
+    name: NameOpt = None,
     rows: Annotated[int, Opt(min=1, help="Rows of each task scored per candidate (the first N).")] = 20,
     grader: Annotated[str, Opt(help="exact, json, regex, numeric, or a JSON criterion.")] = "exact",
     strategy: Annotated[str, Opt(help="grid (every combination) or coordinate (one value at a time).")] = "grid",
     trials: Annotated[int, Opt(help="At most this many candidates merged and scored.")] = 16,
     max_tokens: Annotated[int | None, Opt(min=1, max=4096, help="Longest answer (default: from the rows).")] = None,
-    seed: int = 0, data_dir: DataDir = None,
+    seed: int = 0, base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None, data_dir: DataDir = None,
 ) -> None:
     """Search a merge's parameters: merge each candidate with mergekit, score it on every task, keep the best."""
     use(data_dir)
@@ -117,16 +120,22 @@ def merge_search(
     from tuneforge.merging import config as configs
     from tuneforge.merging import search
 
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"{out_dir} is not empty: choose a new --out folder")
+    _one_target(out_dir, name)
     cfg = configs.parse(_read(config), str(config))
     space = search.parse_space(param)
     search.check_space(cfg, space, strategy, trials)
-    tasks = {p.stem: load_test_rows(p, rows) for p in data}
+    judged = criteria_from_flags([grader], None, None, None)[0]
+    if name:
+        _remote(Platform(base_url, api_key), {"name": name, "config": cfg, "seed": seed, "search": {
+            "params": space, "datasets": data, "rows": rows, "grader": judged, "strategy": strategy,
+            "trials": trials, "max_tokens": max_tokens}})
+        return
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"{out_dir} is not empty: choose a new --out folder")
+    tasks = {Path(p).stem: load_test_rows(Path(p), rows) for p in data}
     work = out_dir.with_name(f".{out_dir.name}.trials")
     shutil.rmtree(work, ignore_errors=True)
-    runner = search.Search(cfg, tasks, work, grader=criteria_from_flags([grader], None, None, None)[0],
-                           max_tokens=max_tokens)
+    runner = search.Search(cfg, tasks, work, grader=judged, max_tokens=max_tokens)
     with ProgressBar("merge search") as bar:
         trials_ = search.run(space, runner.score, strategy=strategy, trials=trials, seed=seed, on_event=bar)
     rep = search.report(trials_, space, strategy=strategy, config=cfg)

@@ -9,6 +9,7 @@ requeued attempt starts the merge again (minutes), unless the previous one had f
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -23,13 +24,27 @@ from tuneforge.jobs.context import JobContext, ProgressEvents
 from tuneforge.jobs.registry import JobKind
 from tuneforge.merging import config as configs
 from tuneforge.merging import manifest
+from tuneforge.merging.search import check_space, fill, placeholders
 from tuneforge.models import registry
-from tuneforge.store import jobs, models
+from tuneforge.store import datasets, jobs, models
 from tuneforge.store.db import Database
 from tuneforge.store.tables import Job, Project
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 DISK_MARGIN = 1.2  # free space needed, as a multiple of the largest input's weights
+
+
+class SearchSpec(BaseModel):
+    """A merge search: the config's `$name` values tried, each candidate scored on held-out rows of the tasks."""
+
+    params: dict[str, list[float]] = Field(min_length=1, max_length=8, description="$name -> the values to try.")
+    datasets: list[str] = Field(min_length=1, max_length=8, description="Tasks: the first `rows` of each "
+                                "dataset's test split score a candidate.")
+    rows: int = Field(20, ge=1, le=500)
+    grader: dict[str, Any] = Field(default_factory=lambda: {"type": "exact", "name": "exact"})
+    strategy: Literal["grid", "coordinate"] = "grid"
+    trials: int = Field(16, ge=1, le=64, description="At most this many candidates merged and scored.")
+    max_tokens: int | None = Field(None, ge=1, le=4096)
 
 
 class MergeSpec(BaseModel):
@@ -44,6 +59,7 @@ class MergeSpec(BaseModel):
     density: float | None = None
     svd_rank: int | None = None
     seed: int = 0
+    search: SearchSpec | None = None
     metadata: dict[str, str] | None = None
 
 
@@ -64,8 +80,10 @@ class MergeKind(JobKind):
             raise UserError("give either `config` (a mergekit config: a full-model merge) or `adapters` (LoRA "
                             "fine-tunes to combine)", param="config")
         if request.config is not None:
+            search = _check_search(s, project.id, request.config, request.search)
+            filled = fill(request.config, {k: v[0] for k, v in search.params.items()}) if search else request.config
             spec = MergeSpec(model=model, type="model", config=request.config, method=_check_config(
-                s, project.id, request.config), seed=request.seed, metadata=request.metadata)
+                s, project.id, filled), seed=request.seed, search=search, metadata=request.metadata)
         else:
             from tuneforge.merging.adapters import check
 
@@ -78,18 +96,32 @@ class MergeKind(JobKind):
             spec = MergeSpec(model=model, type="adapter", adapters=request.adapters, weights=weights,
                              method=request.method, density=request.density, svd_rank=request.svd_rank,
                              seed=request.seed, metadata=request.metadata)
-        return jobs.submit(s, project_id=project.id, kind=self.name, spec=spec.model_dump(mode="json"))
+        job = jobs.submit(s, project_id=project.id, kind=self.name, spec=spec.model_dump(mode="json"))
+        if search is not None:  # the rows are the job's from now on: a dataset changed later changes nothing
+            tasks = Path(job.out_dir) / "tasks"
+            tasks.mkdir(parents=True, exist_ok=True)
+            for ds_id in search.datasets:
+                lines = datasets.export_lines(s, datasets.get(s, ds_id, project.id), "test")[: search.rows]
+                (tasks / f"{ds_id}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return job
 
     def run(self, ctx: JobContext) -> dict:
         spec: MergeSpec = self.spec(ctx.job)
-        out = Path(ctx.job.out_dir) / "model"
+        folder = Path(ctx.job.out_dir)
+        out = folder / "model"
         done = manifest.read(out)
         if done is None:
             locate = _locator(ctx.db, ctx.job.project_id)
             _check_disk(out, [locate(n) for n in _inputs(spec)])
-            done = _merge(spec, out, locate, ProgressEvents(ctx), ctx.check)
+            if spec.search is not None:
+                done = _search(spec, folder, locate, ctx)
+            else:
+                done = _merge(spec, out, locate, ProgressEvents(ctx), ctx.check)
         ctx.event(f"Merged model created: {spec.model}", data={"model": spec.model})
-        return {"model": spec.model, "inputs": done["inputs"], "engine": done["engine"]}
+        result = {"model": spec.model, "inputs": done["inputs"], "engine": done["engine"]}
+        if (folder / "search.json").exists():
+            result["search"] = json.loads((folder / "search.json").read_text())["best"]
+        return result
 
     def on_success(self, s: Session, job: Job, result: dict) -> None:
         spec: MergeSpec = self.spec(job)
@@ -132,6 +164,47 @@ def _check_config(s: Session, project_id: str, cfg: dict) -> str:
         _usable(s, project_id, name, "config")
     configs.validate(cfg, "config")
     return str(cfg.get("merge_method"))
+
+
+def _check_search(s: Session, project_id: str, cfg: dict, search: Any) -> SearchSpec | None:
+    """The search's shape, its tasks (datasets with test rows) and grader; None when there is no search."""
+    if search is None:
+        if placeholders(cfg):
+            raise UserError(f"the config has placeholders ({', '.join(sorted(placeholders(cfg)))}) but no `search` "
+                            "gives their values", param="search")
+        return None
+    spec = SearchSpec.model_validate(search.model_dump() if hasattr(search, "model_dump") else search)
+    check_space(cfg, spec.params, spec.strategy, spec.trials)
+    for ds_id in spec.datasets:
+        ds = datasets.get(s, ds_id, project_id)
+        if not (ds.counts or {}).get("test"):
+            raise UserError(f"dataset {ds_id} has no test entries to score candidates on", param="search.datasets")
+    from tuneforge.evals import criteria
+
+    criteria.check([spec.grader])
+    return spec
+
+
+def _search(spec: MergeSpec, folder: Path, locate, ctx: JobContext) -> dict:
+    """Merge and score the candidates (in `trials/`, the losers deleted as it goes); the best becomes `model/`."""
+    from tuneforge.merging import search
+
+    task_rows = {p.stem: [json.loads(line) for line in p.read_text(encoding="utf-8").split("\n") if line]
+                 for p in sorted((folder / "tasks").glob("*.jsonl"))}
+    work = folder / "trials"
+    shutil.rmtree(work, ignore_errors=True)  # a requeued attempt starts the search again
+    s = spec.search
+    runner = search.Search(spec.config, task_rows, work, grader=s.grader, max_tokens=s.max_tokens, locate=locate,
+                           check=ctx.check)
+    trials = search.run(s.params, runner.score, strategy=s.strategy, trials=s.trials, seed=spec.seed,
+                        on_event=ProgressEvents(ctx))
+    rep = search.report(trials, s.params, strategy=s.strategy, config=spec.config)
+    search.write_report(rep, folder)
+    runner.best[1].rename(folder / "model")
+    shutil.rmtree(work, ignore_errors=True)
+    ctx.event(f"Best of {len(trials)} candidates: {json.dumps(rep['best']['values'])}, score "
+              f"{rep['best']['score']:.3f}", data={"best": rep["best"]})
+    return manifest.read(folder / "model")
 
 
 def _inputs(spec: MergeSpec) -> list[str]:

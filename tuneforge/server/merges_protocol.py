@@ -10,6 +10,17 @@ from pydantic import BaseModel, Field
 from tuneforge.server.evals_protocol import Config, Metadata
 
 
+class MergeSearch(BaseModel):
+    params: dict[str, list[float]] = Field(description="Each `$name` of the config -> the values to try.")
+    datasets: list[str] = Field(description="Dataset ids: the first `rows` of each test split score a candidate.")
+    rows: int = 20
+    grader: Config = Field(default_factory=lambda: {"type": "exact", "name": "exact"})
+    strategy: str = Field("grid", description="grid (every combination, sampled down to `trials`) or coordinate "
+                          "(one value at a time).")
+    trials: int = 16
+    max_tokens: int | None = None
+
+
 class MergeCreate(BaseModel):
     name: str = Field(description="The merged model is registered as `merge:NAME` (lowercase letters, digits, "
                       "`.`, `_`, `-`).", min_length=1, max_length=64)
@@ -23,6 +34,8 @@ class MergeCreate(BaseModel):
     density: float | None = Field(None, description="Adapter merge: ties / dare_* / magnitude_prune's density.")
     svd_rank: int | None = Field(None, ge=1, le=1024, description="Adapter merge: svd's rank.")
     seed: int = Field(0, description="For the methods that drop at random (dare_*, della).")
+    search: MergeSearch | None = Field(None, description="A full-model merge whose config has `$name` values: "
+                                       "try them and register the best.")
     metadata: Metadata | None = None
 
 
@@ -40,7 +53,9 @@ class MergeJob(BaseModel):
     method: str
     seed: int
     error: dict[str, Any] | None = None
-    result: dict[str, Any] | None = Field(None, description="The manifest's inputs (with sha256) once done.")
+    search: dict[str, Any] | None = None
+    result: dict[str, Any] | None = Field(None, description="Once done: the manifest's inputs (with sha256), and a "
+                                          "search's best candidate (its values and scores).")
     metadata: dict[str, str] | None = None
 
 
