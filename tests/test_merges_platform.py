@@ -34,7 +34,7 @@ def merge(server: Server, key: str, body: dict, timeout: float = 600) -> dict:
 
 
 def refused(server: Server, key: str, body: dict) -> dict:
-    r = httpx.post(f"{server.url}/v1/merges", json=body, headers={"authorization": f"Bearer {key}"})
+    r = httpx.post(f"{server.url}/v1/merges", json=body, headers={"authorization": f"Bearer {key}"}, timeout=60)
     assert 400 <= r.status_code < 500, r.text
     return r.json()["error"]
 
@@ -59,6 +59,11 @@ def test_merged_models_are_served_fine_tuned_graded_and_deleted(data_dir, smollm
         assert "does not exist" in refused(server, key, {"name": "x", "config": {
             "merge_method": "linear", "models": [{"model": "/etc", "parameters": {"weight": 1}}]}})["message"]
         assert refused(server, key, {"name": "x", "adapters": [a, base]})["param"] == "adapters"
+        for sneaky in ({"model": "/etc"}, {"model": a, "lora": str(data_dir)}, f"{a}+{data_dir}"):  # no server paths
+            body = {"name": "x", "config": {**config, "models": [{"model": sneaky, "parameters": {"weight": 1}}]}}
+            assert refused(server, key, body)["param"] in ("config", "model")
+        assert "chat_template" in refused(server, key, {"name": "x", "config": {**config,
+                                                                                 "chat_template": "/etc/x"}})["message"]
         other_key = server.key("globex")
         assert "does not exist" in refused(server, other_key, {"name": "x", "config": config})["message"]
 
@@ -81,7 +86,8 @@ def test_merged_models_are_served_fine_tuned_graded_and_deleted(data_dir, smollm
 
         # an adapter merge: a new adapter on the same base, served like a fine-tune
         combined = merge(server, key, {"name": "ab", "adapters": [a, b], "method": "cat", "weights": [1, 1]})
-        assert combined["status"] == "succeeded", combined["error"] and combined["type"] == "adapter"
+        assert combined["status"] == "succeeded", combined["error"]
+        assert combined["type"] == "adapter"
         folder = data_dir / "jobs" / combined["id"] / "model"
         assert (folder / "adapter_config.json").exists() and not (folder / "model.safetensors").exists()
         assert client.chat.completions.create(model="merge:ab", messages=ASK, max_tokens=4).choices[0].message

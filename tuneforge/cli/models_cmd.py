@@ -23,6 +23,8 @@ def list_models(ctx: typer.Context, data_dir: DataDir = None) -> None:
         made = registry.is_materialized(name)
         ready = str(registry.materialized_path(name)) if made else "not yet (made on first use)"
         table.add_row(name, ready, spec.description)
+    for name, folder in registry.local_bases().items():
+        table.add_row(name, str(folder), "the operator's base (TUNEFORGE_BASES)")
     out.print(table)
     out.print("Any HF model folder, adapter folder or hub id also works wherever a model is named.")
 

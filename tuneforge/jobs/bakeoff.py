@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from tuneforge.errors import NotFound, UserError
 from tuneforge.evals.execute import SamplingSpec
 from tuneforge.evals.models import Local, Models
-from tuneforge.jobs.context import JobContext
+from tuneforge.jobs.context import JobContext, JobStopped
 from tuneforge.jobs.registry import JobKind
 from tuneforge.merging import bakeoff as arithmetic
 from tuneforge.store import datasets, evals, jobs, models
@@ -64,6 +64,9 @@ class BakeoffKind(JobKind):
             raise UserError("merge_top is 0 (no merge) or 2 (merge the top two bases)", param="merge_top")
         if len(set(spec.bases)) != len(spec.bases) or len(set(spec.datasets)) != len(spec.datasets):
             raise UserError("a base or dataset is named twice", param="bases")
+        if spec.reference in spec.bases:
+            raise UserError(f"the reference {spec.reference} is also a base: it is compared through its fine-tunes "
+                            "already; name another reference (the teacher, or `answers`)", param="reference")
         fine_tunes = len(spec.bases) * len(spec.datasets) + (len(spec.datasets) if spec.merge_top else 0)
         if fine_tunes > MAX_FINE_TUNES:
             raise UserError(f"this bake-off needs {fine_tunes} fine-tunes; one may run at most {MAX_FINE_TUNES}",
@@ -84,9 +87,7 @@ class BakeoffKind(JobKind):
                          hosted=models.is_hosted)
         checker.check([spec.reference] if spec.reference else [])
         checker.check_judges([spec.judge] if spec.judge else [])
-        from tuneforge.jobs.fine_tune import train_config
-
-        train_config(self.hyperparameters(spec), spec.seed)  # a bad hyperparameter fails now, not in a child
+        _check_hyperparameters(self.hyperparameters(spec), spec.seed)
         return jobs.submit(s, project_id=project.id, kind=self.name, spec=spec.model_dump(mode="json"))
 
     def criteria(self, spec: BakeoffSpec) -> list[dict]:
@@ -207,7 +208,7 @@ class _Run:
         layers = _layers(models.resolve(self.ctx.db, top[0], self.job.project_id).base)
         config = {"merge_method": "slerp", "base_model": top[0], "parameters": {"t": 0.5}, "dtype": "float32",
                   "slices": [{"sources": [{"model": m, "layer_range": [0, layers]} for m in top]}]}
-        key = _key("merge", config)
+        key = _key("merge", config, self.spec.seed)
 
         def make(s: Session, project: Project) -> Job:
             from tuneforge.jobs.merge import KIND as MERGE
@@ -216,15 +217,19 @@ class _Run:
             return MERGE.accept(s, project, MergeCreate(name=name.removeprefix(models.MERGE_PREFIX), config=config,
                                                         metadata={"bakeoff_key": key}))
 
-        self.child(f"merge {' + '.join(top)}", "merge", key, make)
-        return name
+        return self.child(f"merge {' + '.join(top)}", "merge", key, make).result["model"]
 
     # --- children
-    def child(self, what: str, kind: str, key: str, make) -> Job:
+    def child(self, what: str, kind: str, key: str, make, *, fresh: bool = False) -> Job:
         """Find (this bake-off's record, or an earlier job with the same key) or make the child, then run it
-        here or wait for it; its row once it has succeeded."""
+        here or wait for it; its row once it has succeeded. A reused child of another job that did not succeed
+        is made again, once."""
         with self.ctx.db.session() as s:
-            job_id = self.state.get("children", {}).get(key) or _reusable(s, self.job.project_id, kind, key)
+            me = s.get(Job, self.job.id)
+            if me.status != "running" or me.worker_id != self.ctx.worker_id:
+                raise JobStopped()  # cancelled (or taken over) since: make no more children
+            job_id = None if fresh else (self.state.get("children", {}).get(key)
+                                         or _reusable(s, self.job.project_id, kind, key))
             verb = "Using"
             if job_id is None:
                 made = make(s, s.get(Project, self.job.project_id))
@@ -234,8 +239,12 @@ class _Run:
         self.ctx.check()
         done = self.ctx.wait_for(job_id)
         if done.status != "succeeded":
+            if done.parent_id != self.job.id and not fresh:
+                return self.child(what, kind, key, make, fresh=True)
             message = (done.error or {}).get("message", "")
             raise UserError(f"the bake-off's {what} ({job_id}) {done.status}{': ' + message if message else ''}")
+        with self.ctx.db.session() as s:
+            jobs.made_progress(s, self.job.id, self.ctx.worker_id)
         return done
 
     def remember(self, s: Session, field: str, value: Any) -> None:
@@ -243,15 +252,37 @@ class _Run:
         jobs.set_result(s, self.job.id, self.ctx.worker_id, **{field: value})
 
 
+def _check_hyperparameters(hyper: dict, seed: int) -> None:
+    """As a fine-tuning job would check them (its request's bounds, then TrainConfig's): now, not in a child."""
+    from pydantic import ValidationError
+
+    from tuneforge.jobs.fine_tune import train_config
+    from tuneforge.server.protocol import Hyperparameters
+
+    try:
+        Hyperparameters.model_validate(hyper)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise UserError(f"Invalid hyperparameter '{field}': {err['msg']}", param=f"hyperparameters.{field}") from None
+    train_config(hyper, seed)
+
+
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _reusable(s: Session, project_id: str, kind: str, key: str) -> str | None:
-    """An earlier child with the same inputs that has not failed (a finished one is reused as it is)."""
+    """An earlier child with the same inputs that has not failed, nor had its model deleted since."""
     rows = s.scalars(select(Job).where(Job.project_id == project_id, Job.kind == kind,
                                        Job.status.not_in(("failed", "cancelled"))).order_by(Job.created_at.desc()))
-    return next((j.id for j in rows if (j.spec.get("metadata") or {}).get("bakeoff_key") == key), None)
+    for job in rows:
+        if (job.spec.get("metadata") or {}).get("bakeoff_key") != key:
+            continue
+        made = (job.result or {}).get("fine_tuned_model") or (job.result or {}).get("model")
+        if job.status != "succeeded" or made is None or models.find(s, made, project_id) is not None:
+            return job.id
+    return None
 
 
 def _layers(folder: str) -> int:

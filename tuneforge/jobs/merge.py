@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.errors import Conflict, NotFound, UserError
-from tuneforge.jobs.context import JobContext, ProgressEvents
+from tuneforge.errors import Conflict, NotFound, TuneforgeError, UserError
+from tuneforge.jobs.context import JobContext, JobStopped, ProgressEvents
 from tuneforge.jobs.registry import JobKind
 from tuneforge.merging import config as configs
 from tuneforge.merging import manifest
@@ -31,7 +31,8 @@ from tuneforge.store.db import Database
 from tuneforge.store.tables import Job, Project
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-DISK_MARGIN = 1.2  # free space needed, as a multiple of the largest input's weights
+DISK_MARGIN = 1.2  # free space needed, as a multiple of the estimated output
+MAX_LAYER_GROWTH = 2  # a slices config may stack at most this many times its inputs' layers
 
 
 class SearchSpec(BaseModel):
@@ -79,6 +80,7 @@ class MergeKind(JobKind):
         if (request.config is None) == (request.adapters is None):
             raise UserError("give either `config` (a mergekit config: a full-model merge) or `adapters` (LoRA "
                             "fine-tunes to combine)", param="config")
+        search = None
         if request.config is not None:
             search = _check_search(s, project.id, request.config, request.search)
             filled = fill(request.config, {k: v[0] for k, v in search.params.items()}) if search else request.config
@@ -112,13 +114,19 @@ class MergeKind(JobKind):
         done = manifest.read(out)
         if done is None:
             locate = _locator(ctx.db, ctx.job.project_id)
-            _check_disk(out, [locate(n) for n in _inputs(spec)])
-            if spec.search is not None:
-                done = _search(spec, folder, locate, ctx)
-            else:
-                done = _merge(spec, out, locate, ProgressEvents(ctx), ctx.check)
+            _check_disk(out, spec, [locate(n) for n in _inputs(spec)])
+            try:
+                if spec.search is not None:
+                    done = _search(spec, folder, locate, ctx)
+                else:
+                    done = _merge(spec, out, locate, ProgressEvents(ctx), ctx.check)
+            except (JobStopped, TuneforgeError):
+                raise
+            except Exception as exc:
+                raise _without_paths(exc) from None
         ctx.event(f"Merged model created: {spec.model}", data={"model": spec.model})
-        result = {"model": spec.model, "inputs": done["inputs"], "engine": done["engine"]}
+        inputs = [{"name": i["name"], "sha256": i["sha256"]} for i in done["inputs"]]  # no server folders
+        result = {"model": spec.model, "inputs": inputs, "engine": done["engine"]}
         if (folder / "search.json").exists():
             result["search"] = json.loads((folder / "search.json").read_text())["best"]
         return result
@@ -162,7 +170,7 @@ def _check_config(s: Session, project_id: str, cfg: dict) -> str:
     """The config's merge method, once every model it names is the project's and mergekit accepts it."""
     for name in configs.model_names(cfg):
         _usable(s, project_id, name, "config")
-    configs.validate(cfg, "config")
+    configs.check_references(cfg, "config")  # no model mergekit would read but those names
     return str(cfg.get("merge_method"))
 
 
@@ -219,14 +227,47 @@ def _locator(db: Database, project_id: str):
     return locate
 
 
-def _check_disk(out: Path, refs: list[registry.ModelRef]) -> None:
-    """A merge writes about as much as its largest input: refuse to start one the disk cannot hold."""
-    need = DISK_MARGIN * max(sum(f.stat().st_size for f in Path(r.base).glob("*.safetensors")) for r in refs)
+def _check_disk(out: Path, spec: MergeSpec, refs: list[registry.ModelRef]) -> None:
+    """Refuse to start a merge the disk cannot hold: its output (the largest input, scaled by the layers a
+    slices config stacks and by the output dtype), plus each adapter input merged into its base first."""
+    sizes = [sum(f.stat().st_size for f in Path(r.base).glob("*.safetensors")) for r in refs]
+    need = max(sizes) * _growth(spec, refs[0].base) + sum(n for n, r in zip(sizes, refs) if r.adapter is not None)
     out.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out.parent).free
-    if free < need:
-        raise UserError(f"the merge needs about {need / 1e9:.1f} GB of disk and {free / 1e9:.1f} GB is free: free "
-                        "space (delete old models or jobs) and retry")
+    if free < DISK_MARGIN * need:
+        raise UserError(f"the merge needs about {DISK_MARGIN * need / 1e9:.1f} GB of disk and {free / 1e9:.1f} GB "
+                        "is free: free space (delete old models or jobs) and retry")
+
+
+def _growth(spec: MergeSpec, base: str) -> float:
+    """Output size over the largest input's: the layers a slices config stacks (at most MAX_LAYER_GROWTH
+    times the input's), times the output dtype's width over the input's."""
+    cfg = spec.config or {}
+    with open(Path(base) / "config.json") as f:
+        model_cfg = json.load(f)
+    layers = int(model_cfg.get("num_hidden_layers") or model_cfg.get("text_config", {}).get("num_hidden_layers") or 1)
+    stacked = sum(_span(sl) for sl in cfg.get("slices") or [])
+    if stacked > MAX_LAYER_GROWTH * layers:
+        raise UserError(f"the config's slices stack {stacked} layers; a merge may output at most "
+                        f"{MAX_LAYER_GROWTH} times its inputs' {layers}", param="config")
+    width = {"float32": 4, "bfloat16": 2, "float16": 2}
+    out_width = width.get(str(cfg.get("out_dtype") or cfg.get("dtype") or ""), 0)
+    in_width = width.get(str(model_cfg.get("dtype") or model_cfg.get("torch_dtype") or "float32"), 4)
+    return max(1.0, stacked / layers) * (out_width / in_width if out_width else 1.0)
+
+
+def _span(sl: Any) -> int:
+    try:
+        low, high = sl["sources"][0]["layer_range"]
+        return max(0, int(high) - int(low))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0
+
+
+def _without_paths(exc: Exception) -> UserError:
+    """A failure inside mergekit or PEFT, said without the server's folders (a tenant sees this message)."""
+    message = re.sub(r"(/[^\s'\",:)]+)+", "<path>", str(exc))[:500]
+    return UserError(f"the merge failed: {type(exc).__name__}: {message}")
 
 
 def _merge(spec: MergeSpec, out: Path, locate, on_event, check) -> dict:

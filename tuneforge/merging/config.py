@@ -16,6 +16,7 @@ import yaml
 from tuneforge.errors import UserError
 
 MAX_MODELS = 16  # distinct inputs one merge may read
+MAX_SLICES = 256
 TOKENIZER_KEYWORDS = ("base", "union")  # tokenizer sources that are not models
 
 
@@ -42,6 +43,8 @@ def _slots(cfg: dict) -> Iterator[tuple[dict, str]]:
         if isinstance(m, dict) and isinstance(m.get("model"), str):
             yield m, "model"
     for sl in cfg.get("slices") or []:
+        if isinstance(sl, dict) and isinstance(sl.get("base_model"), str):
+            yield sl, "base_model"
         for src in (sl.get("sources") or []) if isinstance(sl, dict) else []:
             if isinstance(src, dict) and isinstance(src.get("model"), str):
                 yield src, "model"
@@ -71,6 +74,55 @@ def rewrite(cfg: dict, new_name: Callable[[str], str]) -> dict:
     for mapping, key in list(_slots(out)):
         mapping[key] = new_name(mapping[key])
     return out
+
+
+def check_references(cfg: dict, source: str = "config") -> None:
+    """Every model mergekit would read is one of the config's plain names (`model_names`): a model written as a
+    mapping, with `+lora` or `@revision`, or in a place not known here (a token's source) is refused, so that
+    the names are all a caller has to check. A chat template is a built-in name or the template itself."""
+    from mergekit.common import ModelReference
+
+    slices = len(cfg.get("slices") or []) + sum(len(m.get("slices") or []) for m in (cfg.get("modules") or {}).values()
+                                                 if isinstance(m, dict))
+    if slices > MAX_SLICES:
+        raise UserError(f"{source}: {slices} slices; a merge takes at most {MAX_SLICES}", param="config")
+    known = set(model_names(cfg))
+    for ref in _references(validate(cfg, source), ModelReference):
+        if ref.lora is not None or ref.model.revision is not None or ref.model.path not in known:
+            raise UserError(f"{source}: model '{ref}': name models by their plain name in base_model, models, "
+                            "slices or tokenizer_source (no +lora, @revision or nested forms)", param="config")
+    template = cfg.get("chat_template")
+    if isinstance(template, str) and "{" not in template and template not in _builtin_templates():
+        raise UserError(f"{source}: chat_template '{template}': give a template, `auto`, or one of "
+                        f"{', '.join(sorted(_builtin_templates()))}", param="config")
+
+
+def _references(value: Any, kind: type) -> Iterator[Any]:
+    """Every instance of `kind` inside a parsed config (pydantic models, mappings, sequences)."""
+    from collections.abc import Mapping
+
+    from pydantic import BaseModel
+
+    if isinstance(value, kind):
+        yield value
+    elif isinstance(value, BaseModel):
+        for item in value.__dict__.values():
+            yield from _references(item, kind)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _references(item, kind)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _references(item, kind)
+
+
+def _builtin_templates() -> set[str]:
+    from importlib.resources import files
+
+    from mergekit._data import chat_templates
+
+    return {"auto"} | {p.name.removesuffix(".jinja") for p in files(chat_templates).iterdir()
+                       if p.name.endswith(".jinja")}
 
 
 def validate(cfg: dict, source: str = "config") -> Any:

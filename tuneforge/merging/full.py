@@ -62,7 +62,7 @@ def merge(cfg: dict, out: Path, *, locate: Locate = registry.resolve, on_event: 
     inputs = {name: _input(name, locate, on_event, source) for name in configs.model_names(cfg)}
     if not inputs:
         raise UserError(f"{source}: the config names no models (mergekit's `models:` or `slices:`)")
-    resolved = configs.rewrite(cfg, lambda name: inputs[name].folder)
+    resolved = configs.rewrite(cfg, lambda name: {"model": {"path": inputs[name].folder}})  # no `+` parsing
     merge_config = configs.validate(resolved, source)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -17,12 +17,13 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.errors import NotFound
+from tuneforge.errors import ConfigError, NotFound
 from tuneforge.models.templates import GEMMA_CHAT_TEMPLATE
 from tuneforge.paths import model_cache
 
@@ -84,9 +85,11 @@ def local_bases() -> dict[str, Path]:
     out: dict[str, Path] = {}
     for item in filter(None, (p.strip() for p in os.environ.get("TUNEFORGE_BASES", "").split(","))):
         name, sep, folder = item.partition("=")
-        if not sep or not name or name in BUNDLED:
-            raise NotFound(f"TUNEFORGE_BASES: '{item}' is not NAME=FOLDER with a name of your own")
-        out[name.strip()] = Path(folder.strip()).expanduser()
+        name = name.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name in BUNDLED:
+            raise ConfigError(f"TUNEFORGE_BASES: '{item}' is not NAME=FOLDER with a name of your own (letters, "
+                              "digits, '.', '_', '-'; no ':' or '/', which our models' names use)")
+        out[name] = Path(folder.strip()).expanduser()
     return out
 
 

@@ -93,10 +93,18 @@ def cancel(s: Session, job_id: str, *, project_id: str, kind: str | None = None)
                        code="invalid_state")
     s.execute(update(Job).where(Job.id == job_id).values(status="cancelled", finished_at=now()))
     add_event(s, job_id, "Job cancelled")
-    for child in s.scalars(select(Job).where(Job.parent_id == job_id, Job.status.not_in(FINAL))):
-        cancel(s, child.id, project_id=project_id)
+    _cancel_children(s, job_id)
     s.refresh(job)
     return job
+
+
+def _cancel_children(s: Session, job_id: str) -> None:
+    """A job that ended without succeeding takes its unfinished children with it (and theirs)."""
+    for child in list(s.scalars(select(Job).where(Job.parent_id == job_id, Job.status.not_in(FINAL)))):
+        s.execute(update(Job).where(Job.id == child.id, Job.status.not_in(FINAL))
+                  .values(status="cancelled", finished_at=now()))
+        add_event(s, child.id, f"Job cancelled: its parent {job_id} ended")
+        _cancel_children(s, child.id)
 
 
 def children(s: Session, job_id: str) -> list[Job]:
@@ -181,7 +189,16 @@ def finish(s: Session, job_id: str, worker_id: str | None, status: str, *, resul
         message = {"succeeded": "The job has successfully completed", "cancelled": "Job cancelled"}.get(
             status, f"The job failed: {(error or {}).get('message', '')}")
         add_event(s, job_id, message, level="error" if status == "failed" else "info")
+        if status != "succeeded":
+            _cancel_children(s, job_id)
     return ok
+
+
+def made_progress(s: Session, job_id: str, worker_id: str) -> None:
+    """A long job that finished a step (a bake-off's child) starts its count of attempts again: the limit is
+    on attempts in a row that got nowhere."""
+    s.execute(update(Job).where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+              .values(attempts=1))
 
 
 def set_result(s: Session, job_id: str, worker_id: str, **fields) -> None:

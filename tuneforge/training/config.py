@@ -35,8 +35,9 @@ class TrainConfig(BaseModel):
     epochs: int | Literal["auto"] = Field("auto", description="Passes over the data; auto: ~320 examples, 1-10.")
     learning_rate: float | None = Field(None, description="Peak learning rate; default 1e-3 (LoRA), 5e-5 (full).")
     batch_size: int = Field(4, ge=1, description="Examples per optimizer step (across all processes).")
-    token_budget: int | None = _api(None, "Stop after the step that reaches this many trained tokens (an equal "
-                                    "budget across runs); the schedule spans the budget.", ge=1)
+    token_budget: int | None = _api(None, "Stop after the step that reaches this many tokens (prompts and "
+                                    "answers, as `trained_tokens` counts them; an equal budget across runs); the "
+                                    "schedule spans the budget.", ge=1)
     warmup_ratio: float = _api(0.05, "Share of steps with linear warmup, then cosine decay.", ge=0, lt=1)
     weight_decay: float = _api(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = _api(1.0, "Gradient clipping norm.", gt=0)
