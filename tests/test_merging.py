@@ -230,3 +230,25 @@ def test_linear_of_different_ranks_is_one_line(adapters, tmp_path):
 def test_adapters_of_different_bases_are_refused(adapters, tmp_path):
     with pytest.raises(UserError, match="different bases"):
         merge_adapters([str(adapters["a"]), str(adapters["other-base"])], tmp_path / "out")
+
+
+def test_a_stopped_merge_reports_progress_then_leaves_nothing_behind(models, tmp_path):
+    class Stop(Exception):
+        pass
+
+    events, steps = [], []
+
+    def check():
+        steps.append(1)
+        if len(steps) > 20:  # stop mid-graph, as a cancelled job's check does
+            raise Stop()
+
+    with pytest.raises(Stop):
+        full.merge(merge_configs(models)["ties"], tmp_path / "out", on_event=events.append, check=check)
+    assert any(e.kind == "progress" for e in events) and any(e.kind == "start" for e in events)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial"))
+    import mergekit.graph
+
+    assert mergekit.graph.tqdm.__name__ == "tqdm"  # mergekit's own progress bars are back
+    done = full.merge(merge_configs(models)["ties"], tmp_path / "out")  # and the next merge runs whole
+    assert (tmp_path / "out" / "manifest.json").exists() and done["engine"]["name"] == "mergekit"

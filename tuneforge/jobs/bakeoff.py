@@ -160,11 +160,15 @@ class _Run:
                 entrants[self.spec.reference] = self.spec.reference
             run = self.eval(ds, list(entrants), phase)
             report = json.loads((Path(run.out_dir) / "report.json").read_text())
-            section = arithmetic.task_section(report, entrants, ds, run.id)
+            section = {**arithmetic.task_section(report, entrants, ds, run.id), "name": self.dataset_name(ds)}
             all_games += arithmetic.games(report, entrants, ds)
             tasks.append(section)
         names = [*tuned, *([self.spec.reference] if self.spec.reference else [])]
         return {"games": all_games, "names": names, "tasks": tasks}
+
+    def dataset_name(self, ds: str) -> str:
+        with self.ctx.db.session() as s:
+            return datasets.get(s, ds, self.job.project_id).name
 
     def eval(self, ds: str, names: list[str], phase: str) -> Job:
         key = _key("eval", ds, names, KIND.criteria(self.spec), self.spec.sampling.model_dump())

@@ -92,7 +92,7 @@ def render(report: dict) -> str:
 
 
 def _setup(report: dict) -> str:
-    items = [("bases", ", ".join(report["bases"])), ("tasks", ", ".join(t["task"] for t in report["tasks"])),
+    items = [("bases", ", ".join(report["bases"])), ("tasks", ", ".join(_task_name(t) for t in report["tasks"])),
              ("judge", report.get("judge") or "none (graders decide the games)"),
              ("reference", report.get("reference") or "none"),
              ("training budget", f"{report['budget_tokens']:,} tokens" if report.get("budget_tokens") else "epochs")]
@@ -100,7 +100,7 @@ def _setup(report: dict) -> str:
 
 
 def _tasks(tasks: list[dict], order: list[str]) -> str:
-    head = "".join(f"<th>{escape(t['task'])}</th>" for t in tasks)
+    head = "".join(f"<th>{escape(_task_name(t))}</th>" for t in tasks)
     body = []
     for name in order:
         cells = []
@@ -115,6 +115,10 @@ def _tasks(tasks: list[dict], order: list[str]) -> str:
     return ("<h2>Per task</h2><p class='muted'>Win rate against the other entrants on the task's test rows [95% CI], "
             "and the first grader's mean score.</p>"
             f"<table><tr><th>entrant</th>{head}</tr>{''.join(body)}</table>")
+
+
+def _task_name(task: dict) -> str:
+    return f"{task['name']} ({task['task']})" if task.get("name") else task["task"]
 
 
 def _merge(merge: dict, chart) -> str:
