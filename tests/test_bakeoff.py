@@ -60,22 +60,25 @@ def test_bakeoff_is_one_job_that_survives_a_killed_worker_and_ranks_the_bases(da
              "--base-url", server.url, "--api-key", key],
             env=server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         first = start_worker(server)
-        deadline = time.time() + 300
-        while True:  # kill the worker once a child has finished and another is running
-            assert time.time() < deadline and cli.poll() is None, cli.stdout.read() if cli.poll() else "too slow"
-            job = bakeoff_of(server, key)
-            statuses = [c["status"] for c in job["children"]] if job else []
-            if "succeeded" in statuses and "running" in statuses:
-                break
-            time.sleep(0.2)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        try:
+            deadline = time.time() + 300
+            while True:  # kill the worker once a child has finished and another is running
+                assert time.time() < deadline and cli.poll() is None, cli.stdout.read() if cli.poll() else "slow"
+                job = bakeoff_of(server, key)
+                statuses = [c["status"] for c in job["children"]] if job else []
+                if "succeeded" in statuses and "running" in statuses:
+                    break
+                time.sleep(0.2)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
         second = start_worker(server)
         try:
             output, _ = cli.communicate(timeout=600)
         finally:
             second.terminate()
             second.wait()
+            cli.kill()
         assert cli.returncode == 0, output
 
         done = bakeoff_of(server, key)
