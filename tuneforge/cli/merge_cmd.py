@@ -16,7 +16,7 @@ from tuneforge.cli.progress import ProgressBar
 from tuneforge.errors import TuneforgeError, UserError
 
 Opt = typer.Option
-OutOpt = Annotated[Path | None, Opt(help="Write the merged model into this new folder (on this machine).")]
+OutOpt = Annotated[Path | None, Opt("--out", help="Write the merged model into this new folder (on this machine).")]
 NameOpt = Annotated[str | None, Opt(help="Merge on the platform (--base-url, --api-key) and register the result "
                                          "as the model `merge:NAME` in your project.")]
 
@@ -70,7 +70,6 @@ def merge_adapters(
 
     with ProgressBar("merging adapters") as bar:
         run(adapters, out_dir, weights=parsed, method=method, density=density, svd_rank=svd_rank, on_event=bar)
-    out.print(f"wrote the merged adapter to {out_dir}")
 
 
 def _one_target(out_dir: Path | None, name: str | None) -> None:
