@@ -77,4 +77,6 @@ def _info(metrics: dict) -> str:
         parts.append(f"val {metrics['valid_loss']:.4f}")
     if "tokens_per_s" in metrics:
         parts.append(f"{metrics['tokens_per_s']:.0f} tok/s")
+    if "score" in metrics:  # a merge search's trial, and the best so far
+        parts.append(f"score {metrics['score']:.3f} (best {metrics.get('best', metrics['score']):.3f})")
     return "  ".join(parts)
