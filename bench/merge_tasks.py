@@ -4,8 +4,10 @@ Trains two LoRA specialists of SmolLM2 (examples/email_extraction and examples/t
 --train-rows rows of each train split), merges them as full models (`tuneforge merge`, mergekit:
 task_arithmetic, ties, linear) and as adapters (`tuneforge merge-adapters`: cat, linear), and scores the
 base, each specialist and each merge on the first --test-limit rows of both test splits (exact match).
-Baseline: each specialist on its own task; what is compared: each merge's drop from it, and each specialist on
-the other's task. Adapters, merges and scores are cached under --out, so a rerun only does what is missing.
+With --search-rows, `tuneforge merge-search` also picks task_arithmetic weights on held-out test rows (those after
+the scored ones). Baseline: each specialist on its own task; what is compared: each merge's drop from it and
+its ratio to it, and each specialist on the other's task. Adapters, merges and scores are cached under --out,
+so a rerun only does what is missing.
 
     TUNEFORGE_MODEL_CACHE=... .venv/bin/python bench/merge_tasks.py [--out /tmp/tuneforge-merge-tasks]
 """
@@ -84,6 +86,30 @@ def make_merge(args, name: str, out: Path) -> tuple[Path, float]:
     return folder, tuneforge("merge", str(config), "--out", str(folder), log=out / f"merge-{name}.log")
 
 
+def searched_merge(args, out: Path) -> tuple[Path, float]:
+    """`tuneforge merge-search`: task_arithmetic weights per specialist chosen on held-out rows (test rows
+    after the first --test-limit, so the scored rows play no part in the choice)."""
+    folder = out / "merges" / "searched_task_arithmetic"
+    if (folder / "search.json").exists():
+        return folder, 0.0
+    adapters = [str(out / "adapters" / t) for t in TASKS.values()]
+    config = out / "merges" / "search.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"merge_method: task_arithmetic\nbase_model: {args.model}\ndtype: float32\nmodels:\n"
+                      f"  - model: {adapters[0]}\n    parameters: {{weight: $w_email}}\n"
+                      f"  - model: {adapters[1]}\n    parameters: {{weight: $w_ticket}}\n")
+    data = []
+    for name in TASKS.values():
+        rows = (ROOT / "examples" / name / "test.jsonl").read_text().splitlines(keepends=True)
+        held_out = out / "subsets" / f"{name}-held-out.jsonl"
+        held_out.write_text("".join(rows[args.test_limit: args.test_limit + args.search_rows]))
+        data += ["--data", str(held_out)]
+    seconds = tuneforge("merge-search", str(config), "--param", f"w_email={args.search_weights}", "--param",
+                        f"w_ticket={args.search_weights}", *data, "--rows", str(args.search_rows), "--strategy",
+                        "coordinate", "--trials", "10", "--out", str(folder), log=out / "merge-search.log")
+    return folder, seconds
+
+
 def evaluate(name: str, model: str, task: str, limit: int, out: Path) -> dict:
     cached = out / "scores" / f"{name}__{task}__{limit}.json"
     if cached.exists():
@@ -112,6 +138,9 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--test-limit", type=int, default=50, help="first N rows of each test split")
     parser.add_argument("--merges", default=",".join(MERGES), help=f"comma-separated, of: {', '.join(MERGES)}")
+    parser.add_argument("--search-rows", type=int, default=20, help="held-out rows per task for the merge search "
+                        "(0: no search)")
+    parser.add_argument("--search-weights", default="0.75,1,1.5,2", help="task_arithmetic weights tried per task")
     args = parser.parse_args()
     out = args.out.resolve()
     os.environ.setdefault("TUNEFORGE_DATA_DIR", str(out / "data"))
@@ -122,6 +151,11 @@ def main() -> None:
     for name in [m for m in args.merges.split(",") if m]:
         folder, merge_seconds[name] = make_merge(args, name, out)
         models[name] = str(folder)
+    if args.search_rows:
+        folder, merge_seconds["searched_task_arithmetic"] = searched_merge(args, out)
+        models["searched_task_arithmetic"] = str(folder)
+        best = json.loads((folder / "search.json").read_text())["best"]
+        print(f"merge search: best weights {best['values']} (held-out score {best['score']:.3f})")
 
     scores = {name: {task: evaluate(name, model, task, args.test_limit, out) for task in TASKS}
               for name, model in models.items()}
@@ -135,9 +169,11 @@ def main() -> None:
             drop = "  ".join(f"{em[f'{t}_specialist'][t] - by_task[t]:+.1f}" for t in TASKS)
         print(f"{name:28} {by_task['email']:7.1f} {by_task['ticket']:7.1f}   {drop}")
     drops = {name: {t: round(em[f"{t}_specialist"][t] - em[name][t], 1) for t in TASKS} for name in merge_seconds}
+    kept = {name: {t: round(em[name][t] / em[f"{t}_specialist"][t], 3) if em[f"{t}_specialist"][t] else None
+                   for t in TASKS} for name in merge_seconds}  # the ratio: a merge's score / the specialist's
     print(json.dumps({
         "name": "merge_two_specialists", "unit": "exact match % on each task's test rows",
-        "exact_match": em, "drop_vs_specialist": drops,
+        "exact_match": em, "drop_vs_specialist": drops, "ratio_vs_specialist": kept,
         "specialist_on_other_task": {"email_specialist_on_ticket": em["email_specialist"]["ticket"],
                                      "ticket_specialist_on_email": em["ticket_specialist"]["email"]},
         "test_rows": args.test_limit, "training": trained, "merge_seconds": merge_seconds,
