@@ -32,3 +32,12 @@ class Conflict(TuneforgeError):
 
 class Unauthorized(TuneforgeError):
     """No API key, or one that is not known."""
+
+
+class RateLimited(TuneforgeError):
+    """A project is over one of its limits (`tuneforge.limits`), or the server is full: try again after
+    `retry_after` seconds (sent as HTTP 429 with a Retry-After header)."""
+
+    def __init__(self, message: str = "", *, retry_after: int = 2, param: str | None = None, code: str | None = None):
+        super().__init__(message, param=param, code=code or "rate_limit_exceeded")
+        self.retry_after = retry_after

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from tuneforge import limits as limits_
 from tuneforge.server.serving import Engines
 from tuneforge.store import projects
 from tuneforge.store.db import Database
@@ -15,11 +16,17 @@ from tuneforge.store.tables import Project
 
 @dataclass
 class Settings:
-    max_upload_bytes: int = 512 * 1024 * 1024
-    max_body_bytes: int = 8 * 1024 * 1024  # JSON requests
-    max_prompt_tokens: int | None = None  # default: the model's context
     default_max_tokens: int = 2048
     upstream_timeout: float = 600.0  # seconds the proxy waits on an upstream ($TUNEFORGE_UPSTREAM_TIMEOUT)
+    limits: limits_.Limits = field(default_factory=limits_.current)  # every bound (tuneforge/limits.py)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.limits.max_upload_mb << 20
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.limits.max_body_mb << 20
 
 
 @dataclass

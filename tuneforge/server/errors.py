@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from tuneforge.errors import ConfigError, Conflict, NotFound, TuneforgeError, Unauthorized, UserError
+from tuneforge.errors import ConfigError, Conflict, NotFound, RateLimited, TuneforgeError, Unauthorized, UserError
 
 log = logging.getLogger("tuneforge.server")
 
@@ -21,20 +21,24 @@ class TooLarge(UserError):
 
 
 # most specific first
-STATUS = {TooLarge: 413, UserError: 400, Unauthorized: 401, NotFound: 404, Conflict: 409, ConfigError: 503}
+STATUS = {TooLarge: 413, UserError: 400, Unauthorized: 401, NotFound: 404, Conflict: 409, RateLimited: 429,
+          ConfigError: 503}
 
 
 def error_response(status: int, message: str, *, type: str | None = None, param: str | None = None,
-                   code: str | None = None) -> JSONResponse:
-    type = type or ("server_error" if status >= 500 else "invalid_request_error")
+                   code: str | None = None, retry_after: int | None = None) -> JSONResponse:
+    type = type or ("server_error" if status >= 500 else "requests" if status == 429 else "invalid_request_error")
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def _domain(_request: Request, exc: TuneforgeError) -> JSONResponse:
     status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 400)
-    return error_response(status, str(exc), param=exc.param, code=exc.code)
+    retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+    return error_response(status, str(exc), param=exc.param, code=exc.code, retry_after=retry_after)
 
 
 def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
