@@ -7,6 +7,7 @@ from tuneforge.cli import (  # noqa: F401
     demo_cmd,
     evals_cmd,
     infer_cmd,
+    keys_cmd,
     logs_cmd,
     merge_cmd,
     models_cmd,

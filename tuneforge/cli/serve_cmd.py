@@ -1,4 +1,4 @@
-"""`tuneforge serve`, `tuneforge worker` and `tuneforge keys`: the platform's processes and its API keys."""
+"""`tuneforge serve` and `tuneforge worker`: the platform's processes (`tuneforge keys` is in keys_cmd.py)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,6 @@ StaleAfter = Annotated[
 class Backend(StrEnum):
     transformers = "transformers"
     vllm = "vllm"
-
-
-keys_app = typer.Typer(help="API keys: each belongs to a project, and a project sees only its own things.")
-app.add_typer(keys_app, name="keys")
 
 
 def _database(database_url: str | None):
@@ -162,20 +158,3 @@ def _watch_parent(parent_pid: int, w, stop: threading.Event) -> None:
             logging.getLogger("tuneforge.worker").warning("serve process %d is gone; stopping", parent_pid)
             w.shutdown(stop)
             return
-
-
-@keys_app.command("create")
-def create_key(
-    project: Annotated[str, typer.Option(help="Project the key belongs to (created if new).")] = "default",
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Create an API key; it is printed once, as the last line, and stored only as a hash."""
-    from tuneforge.store import projects
-
-    use(data_dir)
-    db = _database(database_url)
-    with db.session() as s:
-        key = projects.create_key(s, project=project)
-    console.print(f"new key for project '{project}' (shown once; keep it secret):")
-    print(key)

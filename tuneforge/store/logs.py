@@ -1,4 +1,4 @@
-"""Request logs: ingest captured calls (idempotent by id), find them by filter, total their cost.
+"""Request logs: ingest captured calls (idempotent by id within a project), find them by filter, total their cost.
 
 A filter is model, tags (`key=value` exact, `key~text` contains), status (`ok`, `error` or an HTTP code),
 a time range and a text search over request and response.
@@ -61,7 +61,7 @@ class LogFilter:
         if self.model:
             where.append(RequestLog.model == self.model)
         for tag in self.tags:
-            where.append(_tag_condition(tag))
+            where.append(_tag_condition(project_id, tag))
         if self.status:
             where.append(_status_condition(self.status))
         if (since := parse_time(self.since, "since")) is not None:
@@ -77,13 +77,13 @@ class LogFilter:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
 
 
-def _tag_condition(tag: str):
+def _tag_condition(project_id: str, tag: str):
     m = re.match(r"^([^=~]+)([=~])(.*)$", tag)
     if not m:
         raise UserError(f"tag filter '{tag}': write key=value (exact) or key~text (contains)", param="tag")
     key, op, value = m.group(1).strip(), m.group(2), m.group(3)
     match = LogTag.value == value if op == "=" else LogTag.value.contains(value, autoescape=True)
-    return RequestLog.id.in_(select(LogTag.log_id).where(LogTag.key == key, match))
+    return RequestLog.id.in_(select(LogTag.log_id).where(LogTag.project_id == project_id, LogTag.key == key, match))
 
 
 def _status_condition(status: str):
@@ -130,14 +130,16 @@ def _insert(s: Session, table):
 
 
 def ingest(s: Session, project_id: str, records: list[dict[str, Any]]) -> int:
-    """Store records whose id is new; returns how many were new (a redelivered record is skipped)."""
+    """Store records whose id is new in this project; returns how many were new (a redelivered record is skipped;
+    another project's ids are no concern: each project has its own)."""
     if not records:
         return 0
     table, created = pricing.load(), now()
     rows = {r["id"]: _row(project_id, r, table, created) for r in records}  # a batch may repeat an id, too
-    stmt = _insert(s, RequestLog).on_conflict_do_nothing(index_elements=["id"]).returning(RequestLog.id)
+    stmt = _insert(s, RequestLog).on_conflict_do_nothing(index_elements=["project_id", "id"]).returning(RequestLog.id)
     inserted = set(s.scalars(stmt, list(rows.values())))
-    tags = [{"log_id": i, "key": k, "value": v} for i in inserted for k, v in rows[i]["tags"].items()]
+    tags = [{"project_id": project_id, "log_id": i, "key": k, "value": v}
+            for i in inserted for k, v in rows[i]["tags"].items()]
     if tags:
         s.execute(_insert(s, LogTag), tags)
     return len(inserted)
@@ -148,7 +150,7 @@ def list_(s: Session, project_id: str, flt: LogFilter, *, after: str | None = No
     """Newest first; `after` is the id of the last log of the previous page."""
     q = select(RequestLog).where(*flt.conditions(project_id))
     if after:
-        anchor = s.get(RequestLog, after)
+        anchor = s.get(RequestLog, {"project_id": project_id, "id": after})
         if anchor is not None:
             q = q.where((RequestLog.started_at < anchor.started_at)
                         | and_(RequestLog.started_at == anchor.started_at, RequestLog.id < anchor.id))
@@ -167,8 +169,8 @@ def matching(s: Session, project_id: str, flt: LogFilter):
 
 
 def get(s: Session, log_id: str, project_id: str) -> RequestLog:
-    row = s.get(RequestLog, log_id)
-    if row is None or row.project_id != project_id:
+    row = s.get(RequestLog, {"project_id": project_id, "id": log_id})
+    if row is None:
         raise NotFound(f"No log {log_id} in this project: `tuneforge logs list` shows the ids", param="log_id")
     return row
 
@@ -187,7 +189,8 @@ def costs(s: Session, project_id: str, flt: LogFilter, by: str = "model") -> lis
         q = select(key)
     elif by.startswith("tag:") and len(by) > 4:
         key = LogTag.value
-        q = select(key).join(LogTag, and_(LogTag.log_id == RequestLog.id, LogTag.key == by[4:]))
+        q = select(key).join(LogTag, and_(LogTag.project_id == RequestLog.project_id, LogTag.log_id == RequestLog.id,
+                                          LogTag.key == by[4:]))
     else:
         raise UserError(f"cannot group costs by '{by}': use one of {', '.join(GROUPS)}", param="by")
     q = q.add_columns(

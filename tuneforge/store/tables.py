@@ -7,7 +7,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,6 +42,8 @@ class ApiKey(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the key; the key itself is never stored
     prefix: Mapped[str] = mapped_column(String(16))  # shown in listings to tell keys apart
     created_at: Mapped[int] = mapped_column(Integer)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # may manage every key
+    revoked_at: Mapped[int | None] = mapped_column(Integer, nullable=True)  # set: the key is refused
 
 
 class File(Base):
@@ -104,8 +119,11 @@ class RequestLog(Base):
     text search is a plain LIKE on both databases."""
 
     __tablename__ = "request_logs"
-    __table_args__ = (Index("ix_request_logs_project_started", "project_id", "started_at"),)
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # chosen by the capturer: delivery is idempotent
+    __table_args__ = (
+        PrimaryKeyConstraint("project_id", "id"),  # ids are per project: one cannot claim another's
+        Index("ix_request_logs_project_started", "project_id", "started_at"),
+    )
+    id: Mapped[str] = mapped_column(String(64))  # chosen by the capturer: delivery is idempotent
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     source: Mapped[str] = mapped_column(String(16))  # "sdk" | "proxy"
     model: Mapped[str] = mapped_column(String(300), index=True)
@@ -129,9 +147,15 @@ class LogTag(Base):
     """Tags again, one row each, so that filtering and grouping by tag use an index on both databases."""
 
     __tablename__ = "log_tags"
-    __table_args__ = (Index("ix_log_tags_key_value", "key", "value"),)
-    log_id: Mapped[str] = mapped_column(ForeignKey("request_logs.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    __table_args__ = (
+        PrimaryKeyConstraint("project_id", "log_id", "key"),
+        ForeignKeyConstraint(["project_id", "log_id"], ["request_logs.project_id", "request_logs.id"],
+                             ondelete="CASCADE"),
+        Index("ix_log_tags_key_value", "key", "value"),
+    )
+    project_id: Mapped[str] = mapped_column(String(64))
+    log_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64))
     value: Mapped[str] = mapped_column(String(500))
 
 
