@@ -169,7 +169,8 @@ def main() -> None:
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="tuneforge-capture-bench-"))
     with fake_upstream.running(args.latency_ms) as upstream:
-        env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data), "TUNEFORGE_UPSTREAM_URL": upstream}
+        env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data), "TUNEFORGE_UPSTREAM_URL": upstream,
+               "TUNEFORGE_PROXY_REQUESTS_PER_MINUTE": "1000000"}  # the bench measures capacity, not the limit
         server, platform, key = start_platform(env, workers=0)
         os.environ["TUNEFORGE_DATA_DIR"] = str(data / "app")  # the app's spool, apart from the platform's data
         try:

@@ -7,9 +7,12 @@ upstreams:
         {"models": ["claude-*"], "url": "https://api.anthropic.com/v1/", "api_key_env": "ANTHROPIC_API_KEY"}
     ]}
 
-The first entry whose pattern (shell-style) matches wins; the single URL catches the rest. Keys are named by
-environment variable, read when a request is forwarded and never written anywhere; a caller can send its
-own in `X-Upstream-Authorization` instead.
+The first entry whose pattern (shell-style) matches wins; the single URL catches the rest, or with
+$TUNEFORGE_UPSTREAM_MODELS (comma-separated patterns, `gpt-4o-mini,gpt-4.1*`) only the models it names, after
+the file's entries. The patterns are allowlists: a model no entry names is not forwarded at all (the server
+answers 404 model_not_found), whoever's key would pay for it. Keys are named by environment variable, read
+when a request is forwarded and never written anywhere; a caller can send its own in
+`X-Upstream-Authorization` instead.
 """
 
 from __future__ import annotations
@@ -28,8 +31,12 @@ class Upstream:
     url: str  # the API root, ending in /v1 for OpenAI-style providers
     api_key_env: str | None = None
 
+    def api_key(self) -> str | None:
+        """The operator's key for this upstream, if one is set."""
+        return (os.environ.get(self.api_key_env) or None) if self.api_key_env else None
+
     def authorization(self) -> str | None:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = self.api_key()
         return f"Bearer {key}" if key else None
 
     def endpoint(self, path: str) -> str:
@@ -54,9 +61,12 @@ class Upstreams:
 def from_env(environ: dict[str, str] | None = None) -> Upstreams:
     env = os.environ if environ is None else environ
     default = None
+    routes = _read(Path(env["TUNEFORGE_UPSTREAMS"]).expanduser()) if env.get("TUNEFORGE_UPSTREAMS") else ()
     if env.get("TUNEFORGE_UPSTREAM_URL"):
         default = Upstream(env["TUNEFORGE_UPSTREAM_URL"], "TUNEFORGE_UPSTREAM_API_KEY")
-    routes = _read(Path(env["TUNEFORGE_UPSTREAMS"]).expanduser()) if env.get("TUNEFORGE_UPSTREAMS") else ()
+        allowed = tuple(p.strip() for p in env.get("TUNEFORGE_UPSTREAM_MODELS", "").split(",") if p.strip())
+        if allowed:  # the single URL serves only these: a route after the file's, and no catch-all
+            routes, default = (*routes, (allowed, default)), None
     return Upstreams(routes, default)
 
 
