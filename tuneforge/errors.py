@@ -34,6 +34,10 @@ class Unauthorized(TuneforgeError):
     """No API key, or one that is not known."""
 
 
+class Forbidden(TuneforgeError):
+    """A valid API key that may not do this (a project key on an admin route)."""
+
+
 class RateLimited(TuneforgeError):
     """A project is over one of its limits (`tuneforge.limits`), or the server is full: try again after
     `retry_after` seconds (sent as HTTP 429 with a Retry-After header)."""

@@ -15,10 +15,13 @@ def use_data_dir(path: str | os.PathLike | None) -> None:
 
 
 def data_dir() -> Path:
-    """The data dir: --data-dir, else $TUNEFORGE_DATA_DIR, else ~/.tuneforge."""
+    """The data dir: --data-dir, else $TUNEFORGE_DATA_DIR, else ~/.tuneforge.
+
+    Created private (0700): it holds key hashes, uploads and logged traffic. One that exists keeps its mode (it
+    may be a folder the operator made and shares on purpose); the CLI's umask keeps what we write in it private."""
     raw = _chosen or os.environ.get("TUNEFORGE_DATA_DIR") or Path.home() / ".tuneforge"
     path = Path(raw).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ from rich.console import Console
 from tuneforge import paths
 from tuneforge.errors import TuneforgeError
 
+PRIVATE = 0o077  # umask bits: nothing for group or others
 console = Console(stderr=True)
 out = Console()
 
@@ -28,7 +30,9 @@ DataDir = Annotated[
 
 
 def use(data_dir: Path | None) -> None:
-    """Every command calls this first with its --data-dir."""
+    """Every command calls this first with its --data-dir. What the process writes from here on is private to
+    its user (files 0600, folders 0700): the data dir holds key hashes, uploads and logged traffic."""
+    os.umask(os.umask(PRIVATE) | PRIVATE)
     paths.use_data_dir(data_dir)
 
 

@@ -1,19 +1,20 @@
-"""The FastAPI application: routers, error handlers, a request-size guard and /health."""
+"""The FastAPI application: routers, error handlers, the request guard (body cap, x-request-id) and /health."""
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from tuneforge.capture import upstreams as upstreams_
 from tuneforge.capture.forward import Forwarder
-from tuneforge.server import errors
+from tuneforge.server import errors, guard
 from tuneforge.server.deps import Settings, State
 from tuneforge.server.log_sink import LogSink
 from tuneforge.server.proxy import ProxyMiddleware
 from tuneforge.server.routes import (
+    admin,
     bakeoffs,
     chat,
     completions,
@@ -51,18 +52,9 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
     )
     app.state.tuneforge = state
     errors.install(app)
-    for module in (files, fine_tuning, models, chat, completions, logs, datasets, evals, merges, bakeoffs, reports):
+    for module in (files, fine_tuning, models, chat, completions, logs, datasets, evals, merges, bakeoffs, reports,
+                   admin):
         app.include_router(module.router)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        settings = app.state.tuneforge.settings
-        limit = settings.max_upload_bytes if request.url.path == "/v1/files" else settings.max_body_bytes
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return errors.error_response(413, f"Request body is over the {limit // (1 << 20)} MB limit: send less.",
-                                         code="request_too_large")
-        return await call_next(request)
 
     @app.get("/health", tags=["health"])
     def health() -> dict:
@@ -71,7 +63,9 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
             conn.execute(text("SELECT 1"))
         return {"status": "ok", "engines": app.state.tuneforge.engines.load()}
 
-    # outermost: a proxied call skips the app's body parsing and validation altogether
+    # outermost of the app's middleware: a proxied call skips the app's body parsing and validation altogether
     app.add_middleware(ProxyMiddleware, state=state, upstreams=upstreams, sink=sink, forwarder=forwarder)
+    # around everything, Starlette's 500 handling included: the body cap as bytes arrive, and x-request-id
+    guard.install(app, state)
 
     return app

@@ -12,7 +12,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from tuneforge.errors import ConfigError, Conflict, NotFound, RateLimited, TuneforgeError, Unauthorized, UserError
+from tuneforge.errors import (
+    ConfigError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    TuneforgeError,
+    Unauthorized,
+    UserError,
+)
 
 log = logging.getLogger("tuneforge.server")
 
@@ -21,8 +30,8 @@ class TooLarge(UserError):
 
 
 # most specific first
-STATUS = {TooLarge: 413, UserError: 400, Unauthorized: 401, NotFound: 404, Conflict: 409, RateLimited: 429,
-          ConfigError: 503}
+STATUS = {TooLarge: 413, UserError: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
+          RateLimited: 429, ConfigError: 503}
 
 
 def error_response(status: int, message: str, *, type: str | None = None, param: str | None = None,
@@ -60,8 +69,8 @@ def _http(_request: Request, exc: HTTPException) -> JSONResponse:
     return error_response(exc.status_code, messages.get(exc.status_code, str(exc.detail)))
 
 
-def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error in request %s", request.headers.get("x-request-id"), exc_info=exc)
     return error_response(500, "The server had an error while processing your request; it has been logged.")
 
 

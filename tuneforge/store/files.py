@@ -1,9 +1,16 @@
-"""Uploaded files: bytes in the data dir (files/{id}.jsonl), a row per file; written once, never modified."""
+"""Uploaded files: bytes in the data dir (files/{id}.jsonl), a row per file; written once, never modified.
+
+An upload streams into a private temp file beside them (`incoming`), which any failure removes."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
@@ -12,6 +19,7 @@ from sqlalchemy.orm import Session
 from tuneforge import paths
 from tuneforge.data.validate import validate_file
 from tuneforge.errors import Conflict, NotFound, UserError
+from tuneforge.store import quotas
 from tuneforge.store.db import new_id, now
 from tuneforge.store.tables import File, Job
 
@@ -19,41 +27,103 @@ ACTIVE = ("validating_files", "queued", "running")
 
 PURPOSES = ("fine-tune", "batch", "evals", "user_data")
 MAX_PROBLEMS_SHOWN = 20
+INCOMING_PREFIX = "incoming-"
+STALE_INCOMING_S = 24 * 3600  # an upload's temp file untouched this long was left by a process that died
+_swept: set[Path] = set()  # data dirs whose stale temp files this process has removed
 
 
 def files_dir() -> Path:
-    return paths.data_dir() / "files"
+    path = paths.data_dir() / "files"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+class Incoming:
+    """An upload on its way in: a private temp file in files/, hashed as it is written."""
+
+    def __init__(self):
+        fd, name = tempfile.mkstemp(dir=files_dir(), prefix=INCOMING_PREFIX, suffix=".tmp")  # 0600
+        self.path = Path(name)
+        self.size = 0
+        self.kept = False  # stored, and its row committed: no longer ours to remove
+        self._file = os.fdopen(fd, "wb")
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._sha256.update(data)
+        self.size += len(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@contextmanager
+def incoming() -> Iterator[Incoming]:
+    """A temp file for an upload, removed (wherever it was moved) on any failure before its row is committed.
+
+    Set `kept` once the row is committed. Temp files a killed process left behind are swept on the way in."""
+    _sweep()
+    part = Incoming()
+    try:
+        yield part
+    except BaseException:
+        part.close()
+        if not part.kept:
+            part.path.unlink(missing_ok=True)
+        raise
+    part.close()
+
+
+def _sweep() -> None:
+    folder = files_dir()
+    if folder in _swept:
+        return
+    _swept.add(folder)
+    stale = time.time() - STALE_INCOMING_S
+    for path in folder.glob("*.tmp"):  # older versions named theirs file-….tmp
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < stale:
+                path.unlink()
 
 
 def create(s: Session, *, project_id: str, filename: str, purpose: str, content: bytes) -> File:
-    """Store an upload. A fine-tune file must pass the same checks as `tuneforge data validate`."""
+    """Store bytes as an upload (see `create_from`); the row is the caller's to commit."""
+    with incoming() as part:
+        part.write(content)
+        row = create_from(s, part, project_id=project_id, filename=filename, purpose=purpose)
+        part.kept = True
+    return row
+
+
+def create_from(s: Session, part: Incoming, *, project_id: str, filename: str, purpose: str) -> File:
+    """Keep an upload under a new file id. A fine-tune file must pass the same checks as `tuneforge data validate`."""
     if purpose not in PURPOSES:
         raise UserError(f"purpose '{purpose}' is not supported: use one of {', '.join(PURPOSES)}", param="purpose")
-    file_id = new_id("file-")
-    files_dir().mkdir(parents=True, exist_ok=True)
-    final = files_dir() / f"{file_id}.jsonl"
-    tmp = final.with_suffix(".tmp")
-    tmp.write_bytes(content)
+    part.close()
+    quotas.check_disk(s, project_id)  # the upload itself may be what takes the project over: it is on disk now
     if purpose == "fine-tune":
-        _check_training_file(tmp, filename)
-    os.replace(tmp, final)
+        _check_training_file(part.path, filename)
+    file_id = new_id("file-")
+    final = files_dir() / f"{file_id}.jsonl"
+    os.replace(part.path, final)
+    part.path = final
     row = File(
-        id=file_id, project_id=project_id, filename=filename, purpose=purpose, bytes=len(content),
-        sha256=hashlib.sha256(content).hexdigest(), path=str(final), created_at=now(), deleted=False,
+        id=file_id, project_id=project_id, filename=filename, purpose=purpose, bytes=part.size,
+        sha256=part.sha256, path=str(final), created_at=now(), deleted=False,
     )
     s.add(row)
     return row
 
 
 def _check_training_file(path: Path, filename: str) -> None:
-    try:
-        report = validate_file(path)
-    except UserError:
-        path.unlink(missing_ok=True)
-        raise
+    report = validate_file(path)
     if report.ok:
         return
-    path.unlink(missing_ok=True)
     lines = [p.format(filename) for p in report.problems[:MAX_PROBLEMS_SHOWN]]
     more = len(report.problems) - MAX_PROBLEMS_SHOWN
     if more > 0:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge.errors import UserError
+from tuneforge.server import uploads
 from tuneforge.server.deps import ProjectDep, StateDep
-from tuneforge.server.errors import TooLarge
 from tuneforge.server.protocol import FileDeleted, FileList, FileObject
 from tuneforge.store import files
 from tuneforge.store.tables import File
@@ -22,22 +23,32 @@ def to_api(row: File) -> FileObject:
                       purpose=row.purpose)
 
 
-@router.post("", response_model=FileObject)
-async def upload(state: StateDep, project: ProjectDep, file: UploadFile, purpose: Annotated[str, Form()]):
-    limit = state.settings.max_upload_bytes
-    chunks, size = [], 0
-    while chunk := await file.read(1 << 20):
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"File is over the {limit // (1 << 20)} MB upload limit: split it or raise "
-                           "--max-upload-mb.", param="file", code="file_too_large")
-        chunks.append(chunk)
-    def store() -> File:
-        with state.db.session() as s:
-            return files.create(s, project_id=project.id, filename=file.filename or "upload.jsonl",
-                                purpose=purpose, content=b"".join(chunks))
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "purpose"], "properties": {
+        "file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": list(files.PURPOSES)}},
+}}}}}
 
-    return to_api(await run_in_threadpool(store))
+
+@router.post("", response_model=FileObject, openapi_extra=UPLOAD_BODY)
+async def upload(request: Request, state: StateDep, project: ProjectDep):
+    """Upload a file (multipart: `file`, `purpose`): written to disk as it arrives, capped, removed on any failure."""
+    with files.incoming() as part:
+        form = await uploads.read_form(request, part.write, file_field="file", limit=state.settings.max_upload_bytes)
+        purpose = form.fields.get("purpose")
+        for name, value in (("file", form.filename), ("purpose", purpose)):
+            if value is None:
+                raise UserError(f"Missing required parameter: '{name}'.", param=name,
+                                code="missing_required_parameter")
+
+        def store() -> File:
+            with state.db.session() as s:
+                row = files.create_from(s, part, project_id=project.id, filename=form.filename or "upload.jsonl",
+                                        purpose=purpose)
+            part.kept = True
+            return row
+
+        row = await run_in_threadpool(store)
+    return to_api(row)
 
 
 @router.get("", response_model=FileList)
