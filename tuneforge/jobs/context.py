@@ -1,29 +1,39 @@
 """What a running job gets from the worker that runs it: its row, the store, a way to report, a way to stop.
 
+The worker holds each job it runs on a lease: its heartbeat renews it, and once `lease_s` have passed since the
+last renewal that got through, the worker may write nothing more for the job (no checkpoint, no event, no
+outcome), since another worker may soon take it over. `check()` enforces that wherever a job calls it, whether
+or not the heartbeat thread is still able to say so.
+
 Its own module so that job kinds and the worker loop can both import it without importing each other.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import OperationalError
 
 from tuneforge.progress import Event
 from tuneforge.store import jobs
 from tuneforge.store.db import Database
 from tuneforge.store.tables import Job
 
+log = logging.getLogger("tuneforge.worker")
+
 
 class JobStopped(Exception):
-    """The job was cancelled, or is no longer this worker's: stop without writing a result."""
+    """The job was cancelled, is no longer this worker's, or its lease lapsed: stop without writing a result."""
 
 
 @dataclass
 class JobContext:
-    """A job being run: its row (as claimed), the store, the worker's id, and the stop flag the worker's
-    heartbeat thread sets when the job stops being this worker's."""
+    """A job being run: its row (as claimed), the store, the worker's id, its lease, and the stop flag the
+    worker's heartbeat thread sets when the job stops being this worker's."""
 
     job: Job
     db: Database
@@ -31,15 +41,49 @@ class JobContext:
     stop: threading.Event = field(default_factory=threading.Event)
     parent: JobContext | None = None  # set when this job runs inside another (a bake-off's child)
     run_child: Callable[[str], Job] | None = None  # the worker's: run or wait for a child job until it ends
+    lease_s: float = 15.0  # how long after its last renewal the lease holds (the worker's stale limit / 2)
+    renewed_at: float = field(default_factory=time.time)  # when the last heartbeat that got through was taken
+    lost: bool = False  # the lease lapsed: write nothing more for this job
+    failure: dict | None = None  # the error to fail the job with, when the worker stops it (over its time limit)
 
     def event(self, message: str, *, level: str = "info", type: str = "message", data: dict | None = None) -> None:
-        with self.db.session() as s:
-            jobs.add_event(s, self.job.id, message, level=level, type=type, data=data)
+        """Record an event; one the database cannot take now is dropped (the lease decides whether the job
+        goes on)."""
+        try:
+            with self.db.session() as s:
+                jobs.add_event(s, self.job.id, message, level=level, type=type, data=data)
+        except OperationalError as exc:
+            log.warning("%s: event not recorded (%s): %s", self.job.id, str(exc).splitlines()[0], message)
 
     def check(self) -> None:
-        """Raise JobStopped if the job should stop (call it often: at least once per training step)."""
-        if self.stop.is_set() or (self.parent is not None and self.parent.stop.is_set()):
+        """Raise JobStopped if the job should stop (call it often: at least once per training step, and
+        right before writing anything the job makes, such as a checkpoint)."""
+        if self.parent is not None:
+            self.parent.check()
+        if self.lapsed():
+            self.lose()
+        if self.stop.is_set():
             raise JobStopped()
+
+    def lapsed(self) -> bool:
+        """Whether the lease has lapsed (the worker may write nothing more for the job)."""
+        return self.lost or time.time() - self.renewed_at > self.lease_s
+
+    def renewed(self, at: float) -> None:
+        self.renewed_at = max(self.renewed_at, at)
+
+    def lose(self) -> None:
+        """The lease lapsed: stop, writing nothing more."""
+        if not self.lost:
+            log.warning("%s: lease lapsed (no heartbeat got through for %.0f s): stopping without writing more",
+                        self.job.id, time.time() - self.renewed_at)
+        self.lost = True
+        self.stop.set()
+
+    def fail(self, error: dict) -> None:
+        """Stop the job, to be recorded as failed with this error."""
+        self.failure = error
+        self.stop.set()
 
     def wait_for(self, job_id: str) -> Job:
         """A child job's row once it has ended: run here if it is queued, else waited for while another

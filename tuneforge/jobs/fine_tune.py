@@ -3,7 +3,10 @@
 Accepting checks the files (or writes a dataset's split out as one), the base model and the hyperparameters
 (OpenAI's three, plus the TrainConfig fields declared for the API) and names the model, before anything is
 queued. Running: the job's folder (`jobs/{id}`) is the trainer's output folder, and every attempt runs with
-`resume=True`, so a second attempt after a lost worker continues from the newest checkpoint in it.
+`resume=True`, so a second attempt after a lost worker continues from the newest checkpoint in it. Before the
+trainer writes a checkpoint (or the model) the job checks that the worker still holds it and that its project
+is within its disk quota. Once the trainer has planned the run, the job reports the hyperparameters it
+resolved ("auto" made concrete), as OpenAI does.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from tuneforge.jobs.context import JobContext
 from tuneforge.jobs.registry import JobKind
 from tuneforge.models import registry
 from tuneforge.progress import Event
-from tuneforge.store import datasets, files, jobs, models
+from tuneforge.store import datasets, files, jobs, models, quotas
 from tuneforge.store.db import new_id
 from tuneforge.store.tables import Job, Project
-from tuneforge.training.config import TrainConfig
+from tuneforge.training.config import DEFAULT_LR, TrainConfig
 
 METRIC_EVENT_EVERY_S = 1.0  # at most one metrics event per second (and always the last step)
 
@@ -96,9 +99,10 @@ class FineTune(JobKind):
         from tuneforge.training.trainer import train  # torch: only where jobs run
 
         reporter = _Reporter(ctx, self.spec(ctx.job))
-        result = train(reporter.spec.config(ctx.job.out_dir), on_event=reporter)
+        result = train(reporter.config, on_event=reporter, may_write=reporter.may_write)
         ctx.event(f"New fine-tuned model created: {reporter.name}", data={"model": reporter.name})
-        return {"fine_tuned_model": reporter.name, "trained_tokens": result.trained_tokens, "metrics": result.metrics}
+        return {"fine_tuned_model": reporter.name, "trained_tokens": result.trained_tokens, "metrics": result.metrics,
+                "hyperparameters": reporter.hyperparameters}
 
     def on_success(self, s: Session, job: Job, result: dict) -> None:
         spec = self.spec(job)
@@ -170,19 +174,32 @@ def _training_file(s: Session, project: Project, file_id: str, param: str, split
 
 # --- running
 class _Reporter:
-    """The trainer's progress callback for a job: events, checkpoints, and a stop check at every event."""
+    """The trainer's progress callback for a job: events, checkpoints, and a stop check at every event; and its
+    `may_write` hook."""
 
     def __init__(self, ctx: JobContext, spec: FineTuneSpec):
         self.ctx, self.job, self.spec = ctx, ctx.job, spec
+        self.config = spec.config(ctx.job.out_dir)
         self.name = spec.fine_tuned_model
         self.metrics: dict = {}
+        self.hyperparameters: dict = {}
         self.last_event = 0.0
+
+    def may_write(self) -> None:
+        """Before a checkpoint or the model is written: the worker still holds the job (JobStopped if not), and
+        the project is within its disk quota (RateLimited, which fails the job, if not)."""
+        self.ctx.check()
+        with self.ctx.db.session() as s:
+            quotas.check_disk(s, self.job.project_id)
+        self.ctx.check()
 
     def __call__(self, ev: Event) -> None:
         self.ctx.check()
         if ev.kind == "start":
+            self._resolved(ev.metrics)
             what = f"Resuming from checkpoint at step {ev.step}: " if ev.step else "Fine-tuning started: "
-            self.ctx.event(what + ev.message, data={"step": ev.step, "total_steps": ev.total})
+            self.ctx.event(what + ev.message, data={"step": ev.step, "total_steps": ev.total,
+                                                    "hyperparameters": self.hyperparameters})
         elif ev.kind == "progress":
             self.metrics = ev.metrics
             self._metrics_event(ev)
@@ -194,6 +211,17 @@ class _Reporter:
             self.ctx.event(f"Checkpoint created at step {ev.step}", data={"step": ev.step})
         elif ev.kind == "message" and ev.message:
             self.ctx.event(ev.message)
+
+    def _resolved(self, plan: dict) -> None:
+        """The run's n_epochs, batch_size and learning_rate_multiplier as the trainer planned them, on the job."""
+        if "epochs" not in plan:
+            return
+        self.hyperparameters = {
+            "n_epochs": plan["epochs"], "batch_size": plan["batch_size"],
+            "learning_rate_multiplier": round(plan["learning_rate"] / DEFAULT_LR[self.config.method], 6),
+        }
+        with self.ctx.db.session() as s:
+            jobs.set_result(s, self.job.id, self.ctx.worker_id, hyperparameters=self.hyperparameters)
 
     def _metrics_event(self, ev: Event) -> None:
         now = time.monotonic()

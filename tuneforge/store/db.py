@@ -17,6 +17,10 @@ from tuneforge.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 PG_MIGRATION_LOCK = 7_362_901  # pg_advisory_lock key: one process migrates at a time
+# How long a SQLite write waits for another writer before it fails. Well under the worker's stale limit (30 s by
+# default; its lease lapses at half that): a worker whose writes cannot get through finds out, and stops, long
+# before another worker may take its job over.
+SQLITE_BUSY_TIMEOUT_S = 5
 
 
 def database_url(url: str | None = None) -> str:
@@ -46,7 +50,7 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
             Path(self.url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(self.url, connect_args={"timeout": 30})
+            self.engine = create_engine(self.url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10)
@@ -96,7 +100,7 @@ class Database:
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()

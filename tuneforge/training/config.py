@@ -4,7 +4,9 @@ Its fields become `tuneforge train`'s options, help text included (cli/train_cmd
 and the fields declared with `_api(...)` are also accepted by a fine-tuning job in `hyperparameters`
 (tuneforge's extension of OpenAI's three; jobs/fine_tune.py). The platform sets the others itself (files,
 output folder, resume) or takes them under OpenAI's names (n_epochs, batch_size, learning_rate_multiplier,
-seed).
+seed). Every API field has an upper bound, so that no one job's request can ask for unbounded memory, disk or
+time (its project's disk quota and the job time limit, `tuneforge.limits`, cover what bounds alone cannot:
+`method: full` on a big base, checkpointing often).
 """
 
 from __future__ import annotations
@@ -37,26 +39,27 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="Examples per optimizer step (across all processes).")
     token_budget: int | None = _api(None, "Stop after the step that reaches this many tokens (prompts and "
                                     "answers, as `trained_tokens` counts them; an equal budget across runs); the "
-                                    "schedule spans the budget.", ge=1)
+                                    "schedule spans the budget.", ge=1, le=10**10)
     warmup_ratio: float = _api(0.05, "Share of steps with linear warmup, then cosine decay.", ge=0, lt=1)
-    weight_decay: float = _api(0.0, "AdamW weight decay.", ge=0)
-    max_grad_norm: float = _api(1.0, "Gradient clipping norm.", gt=0)
+    weight_decay: float = _api(0.0, "AdamW weight decay.", ge=0, le=1)
+    max_grad_norm: float = _api(1.0, "Gradient clipping norm.", gt=0, le=1000)
     seed: int = Field(42, description="Seed for initialization and data order.")
 
     # --- LoRA
-    lora_rank: int = _api(16, "LoRA rank.", ge=1)
-    lora_alpha: int | None = _api(None, "LoRA alpha; default 2 x rank.")
+    lora_rank: int = _api(16, "LoRA rank.", ge=1, le=256)
+    lora_alpha: int | None = _api(None, "LoRA alpha; default 2 x rank.", ge=1, le=1024)
     lora_dropout: float = _api(0.0, "Dropout on the LoRA path.", ge=0, lt=1)
 
     # --- sequences
-    max_length: int = _api(2048, "Examples longer than this many tokens are truncated.", ge=16)
+    max_length: int = _api(2048, "Examples longer than this many tokens are truncated.", ge=16, le=32768)
     packing: bool = _api(True, "Pack short examples into shared rows (no attention across examples).")
-    pack_tokens: int | None = _api(None, "Tokens per packed row; default 512 on CPU, 4096 on GPU.")
+    pack_tokens: int | None = _api(None, "Tokens per packed row; default 512 on CPU, 4096 on GPU.", ge=16, le=65536)
 
     # --- bookkeeping
-    checkpoint_every: int = _api(50, "Write a resumable checkpoint every N steps (and at the end).", ge=1)
-    eval_every: int = _api(25, "Validation loss every N steps (and at the end).", ge=1)
-    keep_checkpoints: int = _api(3, "Keep the newest N step checkpoints.", ge=1)
+    checkpoint_every: int = _api(50, "Write a resumable checkpoint every N steps (and at the end).", ge=1,
+                                 le=1_000_000)
+    eval_every: int = _api(25, "Validation loss every N steps (and at the end).", ge=1, le=1_000_000)
+    keep_checkpoints: int = _api(3, "Keep the newest N step checkpoints.", ge=1, le=10)
     skip_invalid: bool = _api(False, "Skip invalid rows instead of refusing the file.")
     resume: bool = Field(False, description="Continue from the newest checkpoint in the output folder.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +75,12 @@ def _build_model(cfg: TrainConfig, ref: registry.ModelRef, device: str):
 class _Run:
     """State of one training run (kept small: the loop itself is in `train`)."""
 
-    def __init__(self, cfg: TrainConfig, on_event: Callback):
+    def __init__(self, cfg: TrainConfig, on_event: Callback, may_write: Callable[[], None] | None):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.cfg = cfg
+        self.may_write = may_write or (lambda: None)
         self.out = Path(cfg.out)
         cuda = torch.cuda.is_available()
         bf16 = cuda and torch.cuda.is_bf16_supported()
@@ -104,8 +106,11 @@ class _Run:
         self.on_event(Event(kind, message, **kw))
 
 
-def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
-    run = _Run(cfg, on_event)
+def train(cfg: TrainConfig, on_event: Callback = ignore, may_write: Callable[[], None] | None = None) -> TrainResult:
+    """Train as `cfg` says. `may_write` is asked before each checkpoint and the final weights are written (and
+    before a checkpoint is committed): it raises to stop the run first (a worker that no longer holds the job,
+    a project over its disk quota)."""
+    run = _Run(cfg, on_event, may_write)
     acc, out = run.acc, run.out
     device = str(acc.device)
     model = _build_model(cfg, run.ref, device)
@@ -141,7 +146,8 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
         _truncate_metrics(out / "metrics.jsonl", start)
     if cfg.report_to:
         acc.init_trackers("tuneforge", config={k: str(v) for k, v in cfg.model_dump().items()})
-    run.emit("start", f"{len(examples)} examples, {epochs} epochs, {len(steps)} steps", step=start, total=len(steps))
+    run.emit("start", f"{len(examples)} examples, {epochs} epochs, {len(steps)} steps", step=start, total=len(steps),
+             metrics={"epochs": epochs, "batch_size": cfg.batch_size, "learning_rate": cfg.lr()})
 
     metrics: dict = {}
     for step in range(start, len(steps)):
@@ -178,6 +184,7 @@ def train(cfg: TrainConfig, on_event: Callback = ignore) -> TrainResult:
             _checkpoint(run, model, state, build_manifest(**manifest_base, step=step + 1, metrics=metrics))
     acc.wait_for_everyone()
     if acc.is_main_process:
+        run.may_write()
         final = build_manifest(**manifest_base, step=len(steps), metrics=metrics)
         _save_weights(acc.unwrap_model(model), out, run.tokenizer)
         (out / "manifest.json").write_text(json.dumps(final, indent=2))
@@ -282,7 +289,7 @@ def _checkpoint(run: _Run, model, state: dict, manifest: dict) -> None:
         unwrapped = run.acc.unwrap_model(model)
         path = checkpoint.write(
             run.out, state["step"], lambda d: _save_weights(unwrapped, d, run.tokenizer), state, manifest,
-            run.cfg.keep_checkpoints,
+            run.cfg.keep_checkpoints, run.may_write,
         )
         run.emit("checkpoint", str(path), step=state["step"])
     run.acc.wait_for_everyone()

@@ -26,7 +26,8 @@ KIND = fine_tune.KIND
 
 def to_api(job: Job) -> FineTuningJob:
     spec, result = KIND.spec(job), job.result or {}
-    hyper = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto", **spec.hyperparameters}
+    hyper = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto", **spec.hyperparameters,
+             **result.get("hyperparameters", {})}  # as the trainer resolved them, once it has planned the run
     return FineTuningJob(
         id=job.id, created_at=job.created_at, error=job.error, finished_at=job.finished_at,
         fine_tuned_model=result.get("fine_tuned_model") if job.status == "succeeded" else None,

@@ -25,8 +25,12 @@ def list_models(state: StateDep, project: ProjectDep):
 
 @router.get("/{model:path}", response_model=ModelObject)
 def get_model(state: StateDep, project: ProjectDep, model: str):
+    """A model, or a fine-tune's checkpoint (`...:ckpt-step-N`): not listed, but served, so retrievable."""
     with state.db.session() as s:
-        return to_api(models.get(s, model, project.id), project)
+        found = models.find(s, model, project.id, checkpoints=True)
+    if found is None:
+        raise models.model_not_found(model)
+    return to_api(found, project)
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted)
