@@ -120,10 +120,13 @@ def test_cancel_and_seeded_sampling(tiny_model):
     assert runs[0] == runs[1]
 
 
-def test_score_gives_prompt_logprobs(tiny_model):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_score_gives_prompt_logprobs(tiny_model, chunked):
     from transformers import AutoModelForCausalLM
 
     engine = Engine(str(tiny_model))
+    if chunked:  # logits for two positions of three rows at a time: the KV cache carries the earlier chunks
+        engine.score_bytes = 2 * 3 * engine.vocab_size * 4
     ids = [1, 50, 60, 70, 80]
     futures = [engine.score(ids[:k], top=2) for k in (2, 5, 3)]  # scored together, right-padded
     short, result, mid = (f.result(timeout=30) for f in futures)
@@ -135,6 +138,38 @@ def test_score_gives_prompt_logprobs(tiny_model):
     for i in range(1, len(ids)):
         assert result[i].logprob == pytest.approx(float(logits[i - 1, ids[i]]), abs=1e-4)
         assert len(result[i].top) == 2 and result[i].top[0][1] >= result[i].top[1][1]
+
+
+def test_a_request_that_breaks_fails_alone_and_a_full_queue_refuses(tiny_model, tmp_path):
+    from tuneforge.errors import RateLimited
+
+    engine = Engine(str(tiny_model), max_batch=1, max_queue=2)
+    outputs: dict[str, list[Delta]] = {"long": [], "broken": [], "after": []}
+    ended = {k: threading.Event() for k in outputs}
+
+    def collect(key):
+        def on_output(d: Delta) -> None:
+            outputs[key].append(d)
+            if d.finish_reason:
+                ended[key].set()
+        return on_output
+
+    long = engine.submit(Request([1, 2, 3], Params(max_tokens=400, temperature=0), collect("long")))
+    while engine.queued:  # the long request is decoding
+        threading.Event().wait(0.01)
+    broken = tmp_path / "broken-adapter"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{not json")
+    engine.submit(Request([1, 2], Params(max_tokens=4), collect("broken"), adapter=broken))
+    engine.submit(Request([1, 2], Params(max_tokens=4, temperature=0), collect("after")))
+    with pytest.raises(RateLimited):  # two waiting already
+        engine.submit(Request([1], Params(max_tokens=1), lambda d: None))
+    long.cancel()
+    assert ended["broken"].wait(30) and ended["after"].wait(30) and ended["long"].wait(30)
+    engine.close()
+    assert outputs["broken"][-1].finish_reason == "error" and "adapter" in outputs["broken"][-1].error
+    assert outputs["long"][-1].finish_reason == "cancelled"  # not failed by its neighbour's broken adapter
+    assert outputs["after"][-1].finish_reason == "length" and outputs["after"][-1].completion_tokens == 4
 
 
 def test_stop_strings_are_held_back_until_decided():

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
+from tuneforge.errors import RateLimited
 from tuneforge.inference import sampling
 from tuneforge.inference.multi_lora import MultiLoRA
 from tuneforge.inference.sampling import TokenLogprob
@@ -52,6 +53,7 @@ class Params:
     stop: list[str] = field(default_factory=list)
     logprobs: bool = False
     top_logprobs: int = 0
+    logit_bias: dict[int, float] = field(default_factory=dict)  # added to a token's logit before choosing
 
 
 @dataclass
@@ -110,17 +112,20 @@ class Engine:
     """Serves one base model; `submit` may be called from any thread."""
 
     def __init__(self, base: str, device: str | None = None, max_batch: int = 32, max_adapters: int = 8,
-                 max_prefill_tokens: int = 4096):
+                 max_prefill_tokens: int = 4096, max_queue: int = 256, score_bytes: int = 256 << 20):
         self.device = device or default_device()
         self.tokenizer = load_tokenizer(base)
         self.model = load_model(base, dtype=compute_dtype(self.device), device=self.device).eval()
         self.context = context_length(self.model) or 2048
         self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
+        self._logit_width = self.model.get_output_embeddings().weight.shape[0]
         self.stop_ids = set(model_stop_ids(self.model, self.tokenizer))
         # transformers renamed `past_key_values` to `cache` during 5.x
         self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.max_batch, self.max_adapters, self.max_prefill_tokens = max_batch, max_adapters, max_prefill_tokens
+        self.max_queue = max_queue  # requests waiting (not yet decoding) before `submit` refuses more
+        self.score_bytes = score_bytes  # float32 logits held at once while scoring prompts
         self.lora = MultiLoRA(self.model, max_adapters)
         self.adapters: OrderedDict[str, Path] = OrderedDict()  # LRU: name -> folder
         self._inbox: queue.Queue = queue.Queue()
@@ -138,32 +143,62 @@ class Engine:
 
     # --- public API (any thread)
     def submit(self, request: Request) -> Handle:
+        """Queue a request; RateLimited when `max_queue` requests are already waiting or the engine was closed
+        (its model unloaded to make room for another: the caller retries, and gets a fresh engine)."""
+        self._check_room(1)
         self._inbox.put(request)
         return Handle(request)
 
     def score(self, token_ids: list[int], adapter: Path | None = None, top: int = 0) -> Future:
         """Future of each token's log-probability given the ones before it (the first token gets None)."""
+        if len(token_ids) > self.context:
+            raise ValueError(f"cannot score {len(token_ids)} tokens: the model's context is {self.context}")
+        self._check_room(1)
         future: Future = Future()
         self._inbox.put(_Score(future, token_ids, adapter, top))
         return future
 
+    def _check_room(self, n: int) -> None:
+        if self._closed:
+            raise RateLimited("The model was just unloaded to make room for another; retry.", retry_after=1,
+                              code="server_overloaded")
+        if self.queued + n > self.max_queue:
+            raise RateLimited(f"The server is busy: {self.queued} requests are waiting for this model. "
+                              "Retry after a short wait.", code="server_overloaded")
+
     def close(self) -> None:
+        """Stop the loop (what is in flight gets finish_reason "cancelled") and let go of the model's memory."""
         self._closed = True
         self._inbox.put(None)
         self._thread.join(timeout=30)
+        while True:  # what arrived after the loop's last look
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Request):
+                self._waiting.append(item)
+            elif isinstance(item, _Score):
+                item.future.set_exception(RuntimeError("the model was unloaded"))
+        self._fail_all("the model was unloaded", reason="cancelled")
+        self.model = self.lora = self._cache = self._grammars = None
 
     def json_constraint(self, schema: dict | None):
         """A grammar constraint for `response_format` (None: any JSON object); see constraints.py."""
         if self._grammars is None:
             from tuneforge.inference.constraints import JsonGrammars
 
-            vocab = self.model.get_output_embeddings().weight.shape[0]
-            self._grammars = JsonGrammars(self.tokenizer, vocab, sorted(self.stop_ids))
+            self._grammars = JsonGrammars(self.tokenizer, self._logit_width, sorted(self.stop_ids))
         return self._grammars.constraint(schema)
 
     @property
     def busy(self) -> int:
-        return len(self._running) + len(self._waiting) + self._inbox.qsize()
+        return len(self._running) + self.queued
+
+    @property
+    def queued(self) -> int:
+        """Requests not yet decoding: waiting for a batch slot, or not yet taken from the inbox."""
+        return len(self._waiting) + self._inbox.qsize()
 
     # --- the loop (engine thread)
     def _loop(self) -> None:
@@ -205,11 +240,12 @@ class Engine:
             self._waiting.remove(req)
             req.on_output(Delta(finish_reason="cancelled", prompt_tokens=len(req.prompt_ids)))
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, message: str, reason: str = "error") -> None:
+        """The last resort when the batch itself broke (a decode step raised): everything in flight ends."""
         for seq in self._running + self._admitting:
-            seq.req.on_output(Delta(finish_reason="error", error=message))
+            seq.req.on_output(Delta(finish_reason=reason, error=message))
         for req in self._waiting:
-            req.on_output(Delta(finish_reason="error", error=message))
+            req.on_output(Delta(finish_reason=reason, error=message))
         self._running, self._admitting, self._waiting, self._cache, self._mask = [], [], [], None, None
 
     # --- adapters
@@ -275,17 +311,33 @@ class Engine:
                         item.future.set_exception(exc)
 
     def _score_batch(self, name: str, items: list[_Score]) -> None:
+        """Right-padded, in chunks of positions small enough that the float32 logits held at once stay under
+        `score_bytes` (a long prompt's full logits are context x vocabulary: gigabytes), the KV cache carrying
+        the earlier chunks."""
         width = max(len(x.token_ids) for x in items)
         pad = self.pad_id
         ids = torch.tensor([x.token_ids + [pad] * (width - len(x.token_ids)) for x in items], device=self.device)
         mask = torch.tensor([[1] * len(x.token_ids) + [0] * (width - len(x.token_ids)) for x in items],
                             device=self.device)
-        logits = self._forward([name] * len(items), input_ids=ids, attention_mask=mask, use_cache=False).logits
-        for row, x in enumerate(items):
-            logprobs = torch.log_softmax(logits[row, : len(x.token_ids) - 1].float(), dim=-1)
-            result: list[TokenLogprob | None] = [None]
-            for i, tok in enumerate(x.token_ids[1:]):
-                result.append(sampling.logprob_of(logprobs[i], tok, x.top))
+        step = max(1, self.score_bytes // (len(items) * self.vocab_size * 4))
+        cache = DynamicCache() if step < width else None
+        results: list[list[TokenLogprob | None]] = [[None] for _ in items]
+        for start in range(0, width, step):
+            end = min(width, start + step)
+            kwargs = {"use_cache": False} if cache is None else {
+                "use_cache": True, self._cache_arg: cache,
+                "position_ids": torch.arange(start, end, device=self.device).expand(len(items), -1)}
+            logits = self._forward([name] * len(items), input_ids=ids[:, start:end], attention_mask=mask[:, :end],
+                                   **kwargs).logits
+            for row, x in enumerate(items):
+                upto = min(end, len(x.token_ids) - 1)  # position p predicts token p + 1
+                if upto <= start:
+                    continue
+                logprobs = torch.log_softmax(logits[row, : upto - start].float(), dim=-1)
+                for p in range(start, upto):
+                    results[row].append(sampling.logprob_of(logprobs[p - start], x.token_ids[p + 1], x.top))
+            del logits
+        for x, result in zip(items, results):
             x.future.set_result(result)
 
     # --- admission and prefill
@@ -296,7 +348,12 @@ class Engine:
         for req in list(self._waiting):
             if room <= 0 or (chosen and len(req.prompt_ids) > budget):
                 break
-            name = self._adapter_name(req.adapter)
+            try:
+                name = self._adapter_name(req.adapter)
+            except Exception as exc:  # this request's adapter cannot load: it fails, nobody else does
+                self._waiting.remove(req)
+                req.on_output(Delta(finish_reason="error", error=f"the model's adapter did not load: {exc}"))
+                continue
             if name is None:
                 break  # wait for an adapter slot to free up
             self._waiting.remove(req)
@@ -305,8 +362,22 @@ class Engine:
             room -= 1
             budget -= len(req.prompt_ids)
         if chosen:
-            self._prefill(chosen)
+            self._prefill_isolated(chosen)
         self._admitting = []
+
+    def _prefill_isolated(self, seqs: list[_Seq]) -> None:
+        """Prefill together; if that fails, one by one, so only the request that breaks it fails. The running
+        batch is only touched once a prefill has succeeded."""
+        try:
+            self._prefill(seqs)
+            return
+        except Exception as exc:
+            if len(seqs) == 1:
+                seqs[0].req.on_output(Delta(finish_reason="error", error=f"{type(exc).__name__}: {exc}"))
+                return
+        for seq in seqs:
+            self._admitting = [seq]
+            self._prefill_isolated([seq])
 
     @torch.no_grad()
     def _prefill(self, seqs: list[_Seq]) -> None:
@@ -361,6 +432,8 @@ class Engine:
         for i, s in enumerate(seqs):
             try:
                 row = logits[i]
+                if s.req.params.logit_bias:
+                    row = sampling.biased(row, s.req.params.logit_bias)
                 if s.req.constraint is not None:
                     row = s.req.constraint.mask(row)
                 p = s.req.params

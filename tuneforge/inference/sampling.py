@@ -29,6 +29,12 @@ def new_generator(seed: int | None) -> torch.Generator:
     return g
 
 
+def biased(logits: torch.Tensor, bias: dict[int, float]) -> torch.Tensor:
+    """`logits` with OpenAI's `logit_bias` added (-100 bans a token in practice, 100 all but forces it)."""
+    ids = torch.tensor(list(bias), device=logits.device)
+    return logits.index_add(0, ids, torch.tensor(list(bias.values()), dtype=logits.dtype, device=logits.device))
+
+
 def choose(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
     """Greedy at temperature 0; otherwise nucleus sampling from softmax(logits / temperature)."""
     if temperature < 1e-4:  # below this the distribution is one-hot in float32 anyway

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from tuneforge import limits as limits_
+from tuneforge.errors import RateLimited
 from tuneforge.server.serving import Engines
 from tuneforge.store import projects
 from tuneforge.store.db import Database
@@ -29,11 +31,42 @@ class Settings:
         return self.limits.max_body_mb << 20
 
 
+class InFlight:
+    """Each project's generation requests under way in this server process, against
+    `project_requests_in_flight` (429 past it): one project's flood waits its turn instead of filling every
+    engine's queue."""
+
+    def __init__(self):
+        self._count: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, project_id: str, limits: limits_.Limits) -> None:
+        with self._lock:
+            n = self._count.get(project_id, 0)
+            if n >= limits.project_requests_in_flight:
+                raise RateLimited(f"This project has {n} requests in flight, its limit: wait for some to finish "
+                                  "and retry.", retry_after=limits.retry_after_s, code="too_many_requests_in_flight")
+            self._count[project_id] = n + 1
+
+    def release(self, project_id: str) -> None:
+        with self._lock:
+            n = self._count.get(project_id, 1) - 1
+            if n:
+                self._count[project_id] = n
+            else:
+                self._count.pop(project_id, None)
+
+    def __getitem__(self, project_id: str) -> int:
+        return self._count.get(project_id, 0)
+
+
+
 @dataclass
 class State:
     db: Database
     engines: Engines
     settings: Settings = field(default_factory=Settings)
+    in_flight: InFlight = field(default_factory=InFlight)
 
 
 def get_state(request: Request) -> State:
@@ -47,5 +80,17 @@ def current_project(request: Request, state: Annotated[State, Depends(get_state)
         return projects.authenticate(s, key)
 
 
+async def generation_slot(state: Annotated[State, Depends(get_state)],
+                          project: Annotated[Project, Depends(current_project)]):
+    """One of the project's `project_requests_in_flight`, held until the response has been sent (a stream to
+    its end): the dependency's exit runs after the response (scope "request")."""
+    state.in_flight.take(project.id, state.settings.limits)
+    try:
+        yield
+    finally:
+        state.in_flight.release(project.id)
+
+
 StateDep = Annotated[State, Depends(get_state)]
 ProjectDep = Annotated[Project, Depends(current_project)]
+GenerationSlot = Annotated[None, Depends(generation_slot, scope="request")]

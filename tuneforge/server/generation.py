@@ -1,18 +1,28 @@
-"""Between the HTTP routes and an engine: model lookup, token budgets, and engine outputs as async streams."""
+"""Between the HTTP routes and an engine: model lookup, bounded request preparation, token budgets, and engine
+outputs as async streams.
+
+What a request costs before it reaches the engine is bounded too: tokenizing and compiling a
+`response_format` schema run in a thread (never on the event loop, where one pathological request would
+freeze every route) and give up after `prepare_timeout_s`; a schema is at most `MAX_SCHEMA_BYTES`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import Request as HttpRequest
 from starlette.concurrency import run_in_threadpool
 
-from tuneforge.errors import UserError
+from tuneforge.errors import RateLimited, UserError
 from tuneforge.inference.engine import Delta, Engine, Params, Request
+from tuneforge.limits import Limits
 from tuneforge.server.deps import State
 from tuneforge.store import models
+
+MAX_SCHEMA_BYTES = 64 << 10
 
 
 @dataclass
@@ -28,6 +38,36 @@ async def load(state: State, model: str, project_id: str) -> Loaded:
     return Loaded(engine, target)
 
 
+async def prepare(limits: Limits, fn: Callable, *args, what: str = "tokenizing the request"):
+    """`fn(*args)` in a worker thread, given up (400) after `prepare_timeout_s`."""
+    try:
+        return await asyncio.wait_for(run_in_threadpool(fn, *args), limits.prepare_timeout_s)
+    except TimeoutError:
+        raise UserError(f"{what} took over {limits.prepare_timeout_s:g} s: send a smaller request",
+                        code="request_too_complex") from None
+
+
+async def json_constraint(limits: Limits, engine: Engine, schema: dict | None, n: int = 1) -> list:
+    """`n` grammar constraints for a JSON schema (None: any JSON object), compiled off the event loop."""
+    if schema is not None and len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+        raise UserError(f"response_format's schema is over {MAX_SCHEMA_BYTES >> 10} KB: send a smaller one",
+                        param="response_format", code="invalid_value")
+    return await prepare(limits, lambda: [engine.json_constraint(schema) for _ in range(n)],
+                         what="compiling response_format's schema")
+
+
+def check_sequences(limits: Limits, count: int, param: str) -> None:
+    if count > limits.max_sequences:
+        raise UserError(f"This request asks for {count} sequences at once (prompts x n); the limit is "
+                        f"{limits.max_sequences}: split it into smaller requests", param=param, code="invalid_value")
+
+
+def check_context(engine: Engine, prompt_tokens: int, param: str = "messages") -> None:
+    """400 when a prompt alone does not fit the model's context (whatever the request asks to generate)."""
+    if prompt_tokens > engine.context:
+        raise _too_long(engine, prompt_tokens, 0, param)
+
+
 def token_budget(engine: Engine, prompt_tokens: int, requested: int | None, default: int) -> int:
     """max_tokens for a request: as asked, or what fits (up to `default`); 400 when the prompt does not fit."""
     room = engine.context - prompt_tokens
@@ -40,11 +80,11 @@ def token_budget(engine: Engine, prompt_tokens: int, requested: int | None, defa
     return requested
 
 
-def _too_long(engine: Engine, prompt_tokens: int, completion: int) -> UserError:
+def _too_long(engine: Engine, prompt_tokens: int, completion: int, param: str = "messages") -> UserError:
     return UserError(
         f"This model's maximum context length is {engine.context} tokens. However, you requested "
         f"{prompt_tokens + completion} tokens ({prompt_tokens} in the prompt, {completion} for the completion). "
-        "Please reduce the length of the prompt or the max_tokens.", param="messages", code="context_length_exceeded",
+        "Please reduce the length of the prompt or the max_tokens.", param=param, code="context_length_exceeded",
     )
 
 
@@ -59,30 +99,49 @@ async def run(engine: Engine, prompts: list[list[int]], params: list[Params], ad
               http: HttpRequest | None = None) -> AsyncIterator[tuple[int, Delta]]:
     """Submit one engine request per prompt and yield (index, delta) as they come, until all finish.
 
-    Leaving the loop early (the client went away, or the consumer stopped) cancels what is still running.
+    Leaving the loop early (the consumer stopped), or the client going away (streamed or not: a task waits
+    on the connection's disconnect), cancels what is still running. An engine that refuses (its queue is
+    full, or it was unloaded) is a 429 for this request alone.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     handles = []
-    for i, (ids, p, c) in enumerate(zip(prompts, params, constraints)):
-        def on_output(delta: Delta, i=i) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (i, delta))
-
-        handles.append(engine.submit(Request(ids, p, on_output, adapter=adapter, constraint=c)))
-    open_ = len(handles)
+    gone = asyncio.ensure_future(_disconnect(http)) if http is not None else None
     try:
+        for i, (ids, p, c) in enumerate(zip(prompts, params, constraints)):
+            def on_output(delta: Delta, i=i) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, (i, delta))
+
+            handles.append(engine.submit(Request(ids, p, on_output, adapter=adapter, constraint=c)))
+        open_ = len(handles)
         while open_:
+            if gone is not None and gone.done():
+                return
             try:
-                i, delta = await asyncio.wait_for(queue.get(), timeout=1.0)
-            except TimeoutError:
-                if http is not None and await http.is_disconnected():
+                i, delta = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter} if gone is None else {getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
                     return
-                continue
+                i, delta = getter.result()
             if delta.finish_reason == "error":
                 raise RuntimeError(f"generation failed: {delta.error}")
+            if delta.finish_reason == "cancelled":  # not by us: the engine was closed under the request
+                raise RateLimited("The model was unloaded while this request ran; retry.", retry_after=1,
+                                  code="server_overloaded")
             if delta.finish_reason:
                 open_ -= 1
             yield i, delta
     finally:
         for h in handles:
             h.cancel()
+        if gone is not None:
+            gone.cancel()
+
+
+async def _disconnect(http: HttpRequest) -> None:
+    """Returns when the client has gone away (the request's body was read already: what comes next is that)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass

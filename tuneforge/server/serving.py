@@ -1,40 +1,77 @@
-"""Engines: one per base model, shared by all the fine-tunes on it.
+"""Engines: one per model folder (a base and the LoRA fine-tunes on it, or one full model), a bounded number.
 
 Which folder a model name means is `store/models.py`'s answer (`models.resolve`); a fine-tune trained with
-LoRA is an adapter on its base's engine, a full fine-tune gets an engine of its own.
+LoRA is an adapter on its base's engine, a full fine-tune, a merge or a full checkpoint gets an engine of
+its own. Each engine holds a whole model in memory, so at most `max_engines` are loaded: the least recently
+used idle one is closed to make room, and when every loaded engine is busy a new model is refused with 429
+rather than loaded past the limit. Loading (seconds to minutes) happens outside the lock that guards the
+table, so requests for models already loaded never wait behind it.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
+from tuneforge import limits
+from tuneforge.errors import RateLimited
 from tuneforge.inference.engine import Engine
 
 
 class Engines:
-    """One engine per base folder, created on first use: ours (`transformers`, the CPU path and default) or
-    vLLM's (`vllm`, CUDA machines)."""
+    """One engine per folder, created on first use: ours (`transformers`, the CPU path and default) or vLLM's
+    (`vllm`, CUDA machines)."""
 
-    def __init__(self, max_batch: int = 32, max_adapters: int = 8, backend: str = "transformers"):
+    def __init__(self, max_batch: int = 32, max_adapters: int = 8, backend: str = "transformers",
+                 max_engines: int | None = None, max_queue: int | None = None):
         self.max_batch, self.max_adapters, self.backend = max_batch, max_adapters, backend
-        self._engines: dict[str, Engine] = {}
+        self.max_engines = max_engines or limits.current().max_engines
+        self.max_queue = max_queue or limits.current().engine_queue
+        self._engines: OrderedDict[str, Engine] = OrderedDict()  # least recently used first
+        self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, base: str) -> Engine:
         with self._lock:
-            if base not in self._engines:
-                if self.backend == "vllm":
-                    from tuneforge.inference.vllm_engine import VllmEngine
-
-                    engine = VllmEngine(base, max_batch=self.max_batch, max_adapters=self.max_adapters)
-                else:
-                    engine = Engine(base, max_batch=self.max_batch, max_adapters=self.max_adapters)
+            if base in self._engines:
+                self._engines.move_to_end(base)
+                return self._engines[base]
+            loading = self._loading.setdefault(base, threading.Lock())
+        with loading:  # one load per folder; other folders load (or serve) meanwhile
+            with self._lock:
+                if base in self._engines:
+                    return self._engines[base]
+                self._make_room()
+            engine = self._new(base)
+            with self._lock:
                 self._engines[base] = engine
-            return self._engines[base]
+                self._loading.pop(base, None)
+            return engine
+
+    def _make_room(self) -> None:
+        """Close idle engines, least recently used first, until one more fits (under the table lock)."""
+        while len(self._engines) + self._loading_count() > self.max_engines:  # the new one is among those loading
+            idle = next((name for name, e in self._engines.items() if e.busy == 0), None)
+            if idle is None:
+                raise RateLimited(f"The server is serving {len(self._engines)} models, all busy: it loads at most "
+                                  f"{self.max_engines} at once. Retry shortly.", code="server_overloaded")
+            self._engines.pop(idle).close()
+            gc.collect()
+
+    def _loading_count(self) -> int:
+        return sum(1 for name, lock in self._loading.items() if lock.locked() and name not in self._engines)
+
+    def _new(self, base: str) -> Engine:
+        if self.backend == "vllm":
+            from tuneforge.inference.vllm_engine import VllmEngine
+
+            return VllmEngine(base, max_batch=self.max_batch, max_adapters=self.max_adapters)
+        return Engine(base, max_batch=self.max_batch, max_adapters=self.max_adapters, max_queue=self.max_queue)
 
     def load(self) -> dict[str, int]:
-        """Requests in flight (running, waiting or queued) per loaded base model."""
+        """Requests in flight (running, waiting or queued) per loaded model."""
         return {Path(base).name: engine.busy for base, engine in list(self._engines.items())}
 
     def unload(self, adapter: Path) -> None:

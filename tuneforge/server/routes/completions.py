@@ -7,6 +7,7 @@ prompt's log-probabilities come first (None for the first token), then the gener
 
 from __future__ import annotations
 
+import json
 import time
 
 from fastapi import APIRouter, Request
@@ -17,7 +18,7 @@ from tuneforge.errors import UserError
 from tuneforge.inference.engine import Engine, Params
 from tuneforge.inference.sampling import TokenLogprob
 from tuneforge.server import generation
-from tuneforge.server.deps import ProjectDep, StateDep
+from tuneforge.server.deps import GenerationSlot, ProjectDep, StateDep
 from tuneforge.server.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
 from tuneforge.store.db import new_id
 
@@ -53,11 +54,17 @@ def _logprobs_object(engine: Engine, items: list[TokenLogprob | None], ids: list
 
 
 @router.post("/v1/completions", response_model=Completion)
-async def completions(state: StateDep, project: ProjectDep, body: CompletionRequest, http: Request):
+async def completions(state: StateDep, project: ProjectDep, body: CompletionRequest, http: Request,
+                      _slot: GenerationSlot):
     generation.check_penalties(body.frequency_penalty, body.presence_penalty)
+    limits = state.settings.limits
+    generation.check_sequences(limits, _count(body.prompt) * body.n, "n")
     loaded = await generation.load(state, body.model, project.id)
     engine, adapter = loaded.engine, loaded.target.adapter
-    prompts = _prompts(engine, body.prompt)
+    bias = body.bias(engine.vocab_size)
+    prompts = await generation.prepare(limits, _prompts, engine, body.prompt)
+    for p in prompts:  # on every path: max_tokens 0 with echo scores the prompt, and that must fit too
+        generation.check_context(engine, len(p), param="prompt")
     budgets = [generation.token_budget(engine, len(p), body.max_tokens, state.settings.default_max_tokens)
                if body.max_tokens != 0 else 0 for p in prompts]
     want = body.logprobs is not None
@@ -65,12 +72,13 @@ async def completions(state: StateDep, project: ProjectDep, body: CompletionRequ
     params = [
         Params(max_tokens=budgets[pi], temperature=1.0 if body.temperature is None else body.temperature,
                top_p=1.0 if body.top_p is None else body.top_p, seed=None if body.seed is None else body.seed + k,
-               stop=body.stops(), logprobs=want, top_logprobs=body.logprobs or 0)
+               stop=body.stops(), logprobs=want, top_logprobs=body.logprobs or 0, logit_bias=bias)
         for pi, k in jobs
     ]
     if body.stream:
         stream = generation.run(engine, [prompts[pi] for pi, _ in jobs], params, adapter, [None] * len(jobs), http)
-        return StreamingResponse(_sse(body, stream), media_type="text/event-stream")
+        return StreamingResponse(_sse(body, stream, prompt_tokens=sum(len(prompts[pi]) for pi, _ in jobs)),
+                                 media_type="text/event-stream")
     echoed = []
     if body.echo and want:
         futures = [engine.score(p, adapter, top=body.logprobs or 0) for p in prompts]
@@ -104,11 +112,33 @@ async def completions(state: StateDep, project: ProjectDep, body: CompletionRequ
     return Completion(model=body.model, choices=choices, usage=usage)
 
 
-async def _sse(body: CompletionRequest, stream):
+async def _sse(body: CompletionRequest, stream, prompt_tokens: int):
+    """Text chunks, then (with `stream_options.include_usage`) a chunk with no choices and the usage, as OpenAI
+    sends them; an error after the status line is reported in the stream."""
     cid, created = new_id("cmpl-"), int(time.time())
-    async for i, delta in stream:
-        if delta.text or delta.finish_reason:
-            c = Completion(id=cid, created=created, model=body.model, choices=[
-                CompletionChoice(text=delta.text, index=i, finish_reason=delta.finish_reason)])
-            yield f"data: {c.model_dump_json(exclude={'usage'})}\n\n"
+    completion = 0
+    try:
+        async for i, delta in stream:
+            if delta.text or delta.finish_reason:
+                c = Completion(id=cid, created=created, model=body.model, choices=[
+                    CompletionChoice(text=delta.text, index=i, finish_reason=delta.finish_reason)])
+                yield f"data: {c.model_dump_json(exclude={'usage'})}\n\n"
+            if delta.finish_reason:
+                completion += delta.completion_tokens
+    except Exception as exc:
+        error = {"message": str(exc), "type": "server_error", "param": None, "code": None}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+        return
+    if body.stream_options and body.stream_options.include_usage:
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                      total_tokens=prompt_tokens + completion)
+        last = Completion(id=cid, created=created, model=body.model, choices=[], usage=usage)
+        yield f"data: {last.model_dump_json()}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def _count(prompt) -> int:
+    """How many prompts a request's `prompt` holds (before tokenizing: a bound checked first)."""
+    if isinstance(prompt, str) or all(isinstance(p, int) for p in prompt):
+        return 1
+    return len(prompt)
