@@ -3,9 +3,10 @@
 Deterministic (fixed seeds, stdlib only, no network): rerunning writes byte-identical files.
 
     python examples/generate.py            # writes next to this script
-    python examples/generate.py --out DIR  # writes DIR/email_extraction/*.jsonl and DIR/ticket_routing/*.jsonl
+    python examples/generate.py --out DIR  # writes DIR/<task>/train.jsonl and DIR/<task>/test.jsonl
 
-Each line is one OpenAI chat fine-tuning row: {"messages": [system, user, assistant]}.
+Each line is one OpenAI chat fine-tuning row: {"messages": [system, user, assistant]} (the tool-calling task
+adds "tools", and assistant turns with "tool_calls": tool_calling_data.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import datetime
 import json
 import random
 from pathlib import Path
+
+import tool_calling_data  # the tool-calling task, in its own module (next to this script)
 
 N_TRAIN = 400
 N_TEST = 100
@@ -1001,7 +1004,9 @@ def main(argv: list[str] | None = None) -> None:
         help="directory to write the task folders into (default: next to this script)",
     )
     args = parser.parse_args(argv)
-    for task, (train, test) in {"email_extraction": email_rows(), "ticket_routing": ticket_rows()}.items():
+    tasks = {"email_extraction": email_rows(), "ticket_routing": ticket_rows(),
+             "tool_calling": tool_calling_data.rows()}
+    for task, (train, test) in tasks.items():
         write_jsonl(args.out / task / "train.jsonl", train)
         write_jsonl(args.out / task / "test.jsonl", test)
         print(f"wrote {args.out / task}: {len(train)} train, {len(test)} test")

@@ -6,11 +6,26 @@ every field they use. Responses are what the official `openai` SDK parses.
 
 from __future__ import annotations
 
+import re
 import time
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from tuneforge.errors import UserError
+from tuneforge.inference.tool_calls import ToolPlan
+from tuneforge.inference.tool_calls import plan as plan_tools
 from tuneforge.store.db import new_id
 
 
@@ -192,12 +207,25 @@ class ModelDeleted(BaseModel):
 
 
 # ---------------------------------------------------------------- chat completions
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str  # a JSON object, as a string
+
+
+class MessageToolCall(BaseModel):
+    """A tool call in an assistant message, in a request or a reply."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[MessageToolCall] | None = None
     tool_call_id: str | None = None
 
 
@@ -238,10 +266,37 @@ class SamplingFields(Request):
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(None, max_length=300)
     user: str | None = None
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def bias(self, vocab_size: int) -> dict[int, float]:
+        """`logit_bias` as {token id: bias}; UserError for keys that are not token ids of this model."""
+        out = {}
+        for key, value in (self.logit_bias or {}).items():
+            if not key.strip().isdigit() or int(key) >= vocab_size:
+                raise UserError(f"logit_bias key '{key}' is not a token id of this model (0 to {vocab_size - 1})",
+                                param="logit_bias", code="invalid_value")
+            out[int(key)] = float(value)
+        return out
+
+
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid_value", message)
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -252,8 +307,57 @@ class ChatCompletionRequest(SamplingFields):
     response_format: ResponseFormat | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     metadata: dict[str, str] | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _function_tools(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for i, tool in enumerate(tools or []):
+            fn = tool.get("function")
+            if tool.get("type") != "function" or not isinstance(fn, dict):
+                raise _invalid(f'tools[{i}] must be {{"type": "function", "function": {{"name": ...}}}} '
+                               "(only function tools are supported)")
+            if not isinstance(fn.get("name"), str) or not TOOL_NAME.fullmatch(fn["name"]):
+                raise _invalid(f"tools[{i}].function.name must be 1-64 letters, digits, underscores or dashes")
+            if not isinstance(fn.get("parameters", {}), dict):
+                raise _invalid(f"tools[{i}].function.parameters must be a JSON schema object")
+        if tools is not None and not tools:
+            raise _invalid("tools is an empty list: give at least one tool, or leave tools out")
+        return tools
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _choice_shape(cls, choice):
+        if choice is None or choice in ("none", "auto", "required"):
+            return choice
+        try:
+            return NamedToolChoice.model_validate(choice)
+        except ValidationError:
+            raise _invalid('tool_choice must be "none", "auto", "required" or '
+                           '{"type": "function", "function": {"name": ...}}') from None
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_in_tools(cls, choice, info: ValidationInfo):
+        tools = info.data.get("tools")
+        if choice is None or "tools" not in info.data:  # no choice, or the tools were invalid (said already)
+            return choice
+        if not tools:
+            raise _invalid("tool_choice is only allowed when tools are given: add tools, or leave tool_choice out")
+        names = [t["function"]["name"] for t in tools]
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise _invalid(f"tool_choice names function '{choice.function.name}', which is not in tools "
+                           f"({', '.join(names)}): add it to tools or name one of them")
+        return choice
+
+    @cached_property
+    def tool_plan(self) -> ToolPlan:
+        """What the tools and tool_choice mean for generation (see inference/tool_calls.py)."""
+        choice = self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        return plan_tools(self.tools, choice, self.parallel_tool_calls)
 
 
 class Usage(BaseModel):
@@ -284,13 +388,17 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[MessageToolCall] | None = None
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
 
 
 class ChatCompletion(BaseModel):
@@ -303,16 +411,45 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
+class _Sparse(BaseModel):
+    """Serialized without its unset optional fields: a stream's deltas say only what they add (the SDK's
+    accumulator would take an explicit null `type` as a new value)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler):
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class FunctionDelta(_Sparse):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(_Sparse):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta | None = None
+
+
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_only_when_any(self, handler):
+        out = handler(self)
+        if out.get("tool_calls") is None:
+            out.pop("tool_calls", None)
+        return out
 
 
 class ChunkChoice(BaseModel):
     index: int
     delta: ChunkDelta
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):
