@@ -280,3 +280,23 @@ def test_a_named_tool_choice_is_always_honoured_by_the_tiny_random_model(served)
     for c in required.choices:
         (call,) = c.message.tool_calls
         assert _valid(call.function.arguments, {"get_weather": WEATHER, "create_ticket": TICKET}[call.function.name])
+
+
+def test_in_process_answerers_return_tool_calls_as_the_server_does():
+    """A local eval of a tool-calling model grades `tool_calls`, not the raw `<tool_call>` text."""
+    from tuneforge.evals.answerers import generator_answerer
+    from tuneforge.evals.runner import Sampling
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    reply = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+
+    class Fake:
+        def complete(self, prompts, params, batch_size):
+            return [reply, "Just text."]
+
+    with_tools, without = generator_answerer(Fake())(
+        [{"messages": [{"role": "user", "content": "Weather in Oslo?"}], "tools": tools},
+         {"messages": [{"role": "user", "content": "Hi"}]}], Sampling(max_tokens=20, temperature=0.0))
+    assert with_tools.text == "" and [c["function"]["name"] for c in with_tools.tool_calls] == ["get_weather"]
+    assert json.loads(with_tools.tool_calls[0]["function"]["arguments"]) == {"city": "Oslo"}
+    assert without.text == "Just text." and not without.tool_calls

@@ -21,6 +21,7 @@ from tuneforge.evals.chat import ChatError, OpenAIChatClient
 from tuneforge.evals.judging import REFUSED, run_calls
 from tuneforge.evals.outputs import Output
 from tuneforge.evals.runner import AnswerFn, Sampling
+from tuneforge.inference import tool_calls
 
 
 def client_answerer(client: OpenAIChatClient, *, concurrency: int = 8) -> AnswerFn:
@@ -50,6 +51,7 @@ def generator_answerer(generator: Any, *, batch_size: int = 16) -> AnswerFn:
 
         params = SamplingParams(max_new_tokens=sampling.max_tokens, temperature=sampling.temperature,
                                 top_p=sampling.top_p, seed=sampling.seed)
-        return generator.complete([Prompt(p["messages"], p.get("tools")) for p in prompts], params, batch_size)
+        texts = generator.complete([Prompt(p["messages"], p.get("tools")) for p in prompts], params, batch_size)
+        return [Output.of(tool_calls.message(text, p.get("tools"))) for text, p in zip(texts, prompts)]
 
     return answer

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from tuneforge.capture.teacher import RETRY_STATUS
 from tuneforge.capture.upstreams import Upstreams, from_env
 from tuneforge.errors import ConfigError, TuneforgeError
+from tuneforge.inference import tool_calls
 
 
 class ChatError(TuneforgeError):
@@ -158,7 +159,7 @@ class LocalChatClient:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, daemon=True, name=f"local-chat-{self.model}")
                 self._thread.start()
-        return {"role": "assistant", "content": done.result()}
+        return tool_calls.message(done.result(), tools)
 
     def _serve(self) -> None:
         """Take what is waiting (up to max_batch, gathering for a moment), answer it as batches of equal

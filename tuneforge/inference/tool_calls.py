@@ -197,6 +197,19 @@ def parse(text: str, names: frozenset[str], *, single: bool = False) -> tuple[st
     return _read(ToolCallParser(names, single=single), text)
 
 
+def message(text: str, tools: list[dict] | None) -> dict:
+    """A generated reply as an OpenAI assistant message: with `tools` offered, its calls in `tool_calls` (what
+    the server returns; in-process answerers use this so that evals see the same)."""
+    names = frozenset(t.get("function", {}).get("name") for t in tools or [] if isinstance(t, dict))
+    if not names:
+        return {"role": "assistant", "content": text}
+    content, calls = parse(text, names)
+    out: dict = {"role": "assistant", "content": content}
+    if calls:
+        out["tool_calls"] = [c.to_openai() for c in calls]
+    return out
+
+
 def _read(parser: ToolCallParser, text: str) -> tuple[str | None, list[ToolCall]]:
     events = parser.feed(text) + parser.finish()
     content = "".join(e.text for e in events if isinstance(e, Text))
