@@ -338,3 +338,15 @@ def test_nan_is_not_json(tmp_path):
     path = write(tmp_path / "nan.jsonl", ['{"messages": NaN}', VALID_PLAIN])
     report = validate_file(path)
     assert [(p.line, p.field) for p in report.problems] == [(1, "json")]
+
+
+def test_an_upload_check_keeps_neither_rows_nor_every_problem(tmp_path):
+    """Validating an upload (hundreds of MB) must not hold the file's rows or one object per bad line."""
+    from tuneforge.data.validate import validate_file
+
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([good] * 5 + ["not json"] * 10) + "\n")
+    report = validate_file(path, keep_rows=False, max_problems=3)
+    assert not report.ok and report.rows == [] and len(report.problems) == 3 and report.more_problems == 7
+    assert report.stats.examples == 5 and report.stats.invalid == 10

@@ -82,6 +82,7 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     rows: list[tuple[int, dict]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
+    more_problems: int = 0  # found past `max_problems`, counted but not kept
 
     @property
     def ok(self) -> bool:
@@ -132,16 +133,20 @@ def validate_file(
     max_length: int | None = None,
     epochs: int = 3,
     prompts: bool = False,
+    keep_rows: bool = True,
+    max_problems: int | None = None,
 ) -> ValidationReport:
     """Check every line of a chat fine-tuning JSONL file; never raises for bad content.
 
     Raises ``UserError`` only when the file cannot be read at all (missing, a directory).
     With ``prompts=True`` the rows are inputs to generate from: no assistant message is required, and extra
     top-level keys (ids, metadata) are allowed, since they are carried through to the output.
+    A check that only needs the verdict (an upload: up to hundreds of MB) passes ``keep_rows=False`` and a
+    ``max_problems``, so its memory does not grow with the file.
     """
     report = ValidationReport(path=str(path), stats=Stats(epochs=epochs))
     counts: list[int] = []
-    seen = 0
+    seen = valid = 0
     for lineno, raw in _read_lines(path):
         seen += 1
         try:
@@ -150,14 +155,19 @@ def validate_file(
             if count_tokens is not None:
                 counts.append(_check_tokens(count_tokens(row), context_length))
         except _Bad as bad:
-            report.problems.append(Problem(lineno, bad.field, bad.message))
+            if max_problems is not None and len(report.problems) >= max_problems:
+                report.more_problems += 1
+            else:
+                report.problems.append(Problem(lineno, bad.field, bad.message))
             continue
-        report.rows.append((lineno, row))
+        valid += 1
+        if keep_rows:
+            report.rows.append((lineno, row))
         report.stats.assistant_messages += sum(1 for m in row["messages"] if m["role"] == "assistant")
     if seen == 0:
         report.problems.append(Problem(1, "file", "no examples (add one JSON object per line)"))
-    report.stats.examples = len(report.rows)
-    report.stats.invalid = seen - len(report.rows)
+    report.stats.examples = valid
+    report.stats.invalid = seen - valid
     if count_tokens is not None:
         _token_stats(report.stats, counts, max_length, epochs)
     return report

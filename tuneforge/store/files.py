@@ -121,15 +121,15 @@ def create_from(s: Session, part: Incoming, *, project_id: str, filename: str, p
 
 
 def _check_training_file(path: Path, filename: str) -> None:
-    report = validate_file(path)
+    report = validate_file(path, keep_rows=False, max_problems=MAX_PROBLEMS_SHOWN)  # memory: not the file's size
     if report.ok:
         return
-    lines = [p.format(filename) for p in report.problems[:MAX_PROBLEMS_SHOWN]]
-    more = len(report.problems) - MAX_PROBLEMS_SHOWN
-    if more > 0:
-        lines.append(f"... and {more} more")
+    lines = [p.format(filename) for p in report.problems]
+    total = len(report.problems) + report.more_problems
+    if report.more_problems:
+        lines.append(f"... and {report.more_problems} more")
     raise UserError(
-        f"Invalid file format for fine-tuning: {len(report.problems)} bad lines.\n" + "\n".join(lines),
+        f"Invalid file format for fine-tuning: {total} bad lines.\n" + "\n".join(lines),
         param="file", code="invalid_file_format",
     )
 
