@@ -42,6 +42,7 @@ UPSTREAM_HEADERS = [  # what the provider answers with, besides content-type
     ("proxy-authenticate", "Basic"), ("connection", "x-hop"), ("x-hop", "1"), ("trailer", "x-checksum"),
     ("openai-organization", "org-operator"), ("openai-project", "proj_operator"),
     ("anthropic-organization-id", "org-anthropic"), ("openai-processing-ms", "12"), ("x-upstream-custom", "kept"),
+    ("x-request-id", "req_upstream_1"),
 ]
 
 
@@ -258,6 +259,9 @@ def test_billing_headers_follow_the_key_and_hop_by_hop_headers_stay(provider, op
         assert reply.status_code == 200 and reply.headers["x-upstream-custom"] == "kept"
         assert reply.headers["openai-processing-ms"] == "12"
         assert not [h for h in never if h in reply.headers], reply.headers
+        # ours names the call here; the provider's, kept beside it, names it to the provider's support
+        assert reply.headers["x-request-id"].startswith("req_") and reply.headers.get_list("x-request-id") == [
+            reply.headers["x-request-id"]] and reply.headers["x-upstream-request-id"] == "req_upstream_1"
     account = ("openai-organization", "openai-project", "anthropic-organization-id")
     assert not [h for h in account if h in lent.headers]  # the operator's account is not the caller's business
     assert own.headers["openai-organization"] == "org-operator"  # the caller's own key: the upstream's answer
