@@ -164,6 +164,11 @@ def test_a_request_that_breaks_fails_alone_and_a_full_queue_refuses(tiny_model, 
     engine.submit(Request([1, 2], Params(max_tokens=4, temperature=0), collect("after")))
     with pytest.raises(RateLimited):  # two waiting already
         engine.submit(Request([1], Params(max_tokens=1), lambda d: None))
+    engine.max_queue = 10
+    broken_score, base_score = engine.score([1, 2, 3], broken), engine.score([1, 2, 3])  # scored in one round
+    with pytest.raises(Exception, match="adapter_config|Expecting"):
+        broken_score.result(timeout=30)
+    assert len(base_score.result(timeout=30)) == 3  # the base's prompt is scored all the same
     long.cancel()
     assert ended["broken"].wait(30) and ended["after"].wait(30) and ended["long"].wait(30)
     engine.close()

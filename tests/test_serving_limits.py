@@ -22,7 +22,7 @@ from tuneforge.server import generation
 def server(tmp_path_factory, tiny_model):
     other = tmp_path_factory.mktemp("tiny2") / "tiny2"
     shutil.copytree(tiny_model, other)
-    env = {"TUNEFORGE_MAX_ENGINES": "1", "TUNEFORGE_PROJECT_REQUESTS_IN_FLIGHT": "4"}
+    env = {"TUNEFORGE_MAX_ENGINES": "1", "TUNEFORGE_PROJECT_REQUESTS_IN_FLIGHT": "4", "TUNEFORGE_ENGINE_QUEUE": "20"}
     with Server(tmp_path_factory.mktemp("limits") / "data", workers=0, env=env,
                 extra=("--base", f"tiny={tiny_model}", "--base", f"tiny2={other}")) as srv:
         srv.api_key = srv.key("acme")
@@ -95,6 +95,19 @@ def test_a_client_that_leaves_a_non_streamed_request_cancels_it(server):
     assert sum(engines(server).values()) == 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_full_engine_queue_is_a_429_streamed_or_not(server, stream):
+    # 64 sequences: at most 32 decode at once (--max-batch), so over 20 wait: more than the queue holds
+    body = {"model": "tiny", "prompt": ["a", "b", "c", "d"], "n": 16, "max_tokens": 4, "stream": stream}
+    r = post(server, "/v1/completions", body)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "server_overloaded", r.text
+    assert int(r.headers["retry-after"]) >= 1
+    deadline = time.time() + 10  # what was submitted before the refusal was cancelled with it
+    while sum(engines(server).values()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert sum(engines(server).values()) == 0
+
+
 def test_engines_are_a_capped_lru(server, tiny_model):
     client = server.client(server.api_key)
     for model, folder in (("tiny", tiny_model.name), ("tiny2", "tiny2"), ("tiny", tiny_model.name)):
@@ -160,6 +173,42 @@ def test_a_project_over_its_requests_in_flight_gets_429(server):
     assert r.status_code == 200, r.text  # the other project is not refused
     # 4 slots (TUNEFORGE_PROJECT_REQUESTS_IN_FLIGHT): none leaked by the earlier tests' clients that left
     assert results.count(429) >= 1 and results.count(200) >= 4 and set(results) <= {200, 429}
+
+
+def test_a_project_over_its_sequences_in_flight_gets_429():
+    """Requests are counted, and so are their sequences (prompts x n): a few requests of 64 sequences each must
+    not fill an engine's queue. (On the tiny model a request ends too soon to hold it open over HTTP.)"""
+    from tuneforge.errors import RateLimited
+    from tuneforge.server.deps import InFlight, Slot
+
+    limits, in_flight = Limits(project_requests_in_flight=3, project_sequences_in_flight=24), InFlight()
+
+    def request(project: str, sequences: int) -> Slot:
+        in_flight.take(project, limits)
+        slot = Slot(in_flight, project, limits)
+        try:
+            slot.hold(sequences)
+        except RateLimited:
+            slot.release()
+            raise
+        return slot
+
+    big = request("a", 64)  # alone, any request up to max_sequences is let through
+    with pytest.raises(RateLimited, match="sequences"):
+        request("a", 1)
+    other = request("b", 16)  # another project's budget is its own
+    big.release()
+    first, second = request("a", 16), request("a", 8)
+    with pytest.raises(RateLimited, match="sequences"):
+        request("a", 1)
+    first.release()
+    third = request("a", 16)
+    fourth = request("a", 0)  # a's third request
+    with pytest.raises(RateLimited, match="requests in flight"):
+        request("a", 0)
+    for slot in (second, third, fourth, other):
+        slot.release()
+    assert in_flight["a"] == in_flight["b"] == 0 and not in_flight._sequences
 
 
 def test_preparing_a_request_runs_off_the_event_loop_and_gives_up_in_time():

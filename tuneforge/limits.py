@@ -28,6 +28,7 @@ class Limits:
     engine_queue: int = 256  # requests waiting for one engine; more are answered 429 with Retry-After
     max_engines: int = 4  # models loaded for serving at once (bases, full fine-tunes, merges), least recently used out
     project_requests_in_flight: int = 16  # one project's generation requests running or waiting at once
+    project_sequences_in_flight: int = 64  # the sequences (prompts x n) those requests generate or score
     retry_after_s: int = 2  # what a 429 tells the client to wait
     # --- jobs
     project_running_jobs: int = 2  # one project's jobs running at once (a bake-off's children run inside it)

@@ -299,15 +299,15 @@ class Engine:
         for item in todo:
             by_adapter.setdefault(item.adapter, []).append(item)
         for adapter, items in by_adapter.items():
-            name = self._adapter_name(adapter)
-            for i in range(0, len(items), 8):
-                chunk = items[i:i + 8]
-                try:
-                    if name is None:
-                        raise RuntimeError("every adapter slot is in use; retry shortly")
-                    self._score_batch(name, chunk)
-                except Exception as exc:
-                    for item in chunk:
+            try:
+                name = self._adapter_name(adapter)
+                if name is None:
+                    raise RuntimeError("every adapter slot is in use; retry shortly")
+                for i in range(0, len(items), 8):
+                    self._score_batch(name, items[i:i + 8])
+            except Exception as exc:  # this adapter's prompts fail; the others' are scored all the same
+                for item in items:
+                    if not item.future.done():
                         item.future.set_exception(exc)
 
     def _score_batch(self, name: str, items: list[_Score]) -> None:

@@ -32,33 +32,64 @@ class Settings:
 
 
 class InFlight:
-    """Each project's generation requests under way in this server process, against
-    `project_requests_in_flight` (429 past it): one project's flood waits its turn instead of filling every
-    engine's queue."""
+    """Each project's generation requests, and the sequences they generate or score, under way in this server
+    process, against `project_requests_in_flight` and `project_sequences_in_flight` (429 past either): one
+    project's flood waits its turn instead of filling every engine's batch and queue."""
 
     def __init__(self):
-        self._count: dict[str, int] = {}
+        self._requests: dict[str, int] = {}
+        self._sequences: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def take(self, project_id: str, limits: limits_.Limits) -> None:
+    def take(self, project_id: str, limits: limits_.Limits, sequences: int = 0) -> None:
+        """One request (sequences=0), or `sequences` more for a request already counted."""
         with self._lock:
-            n = self._count.get(project_id, 0)
-            if n >= limits.project_requests_in_flight:
-                raise RateLimited(f"This project has {n} requests in flight, its limit: wait for some to finish "
-                                  "and retry.", retry_after=limits.retry_after_s, code="too_many_requests_in_flight")
-            self._count[project_id] = n + 1
+            if not sequences:
+                n = self._requests.get(project_id, 0)
+                if n >= limits.project_requests_in_flight:
+                    raise RateLimited(f"This project has {n} requests in flight, its limit: wait for some to finish "
+                                      "and retry.", retry_after=limits.retry_after_s,
+                                      code="too_many_requests_in_flight")
+                self._requests[project_id] = n + 1
+                return
+            n = self._sequences.get(project_id, 0)
+            if n and n + sequences > limits.project_sequences_in_flight:
+                raise RateLimited(f"This project has {n} sequences in flight and this request adds {sequences}; "
+                                  f"its limit is {limits.project_sequences_in_flight}: wait for some to finish and "
+                                  "retry.", retry_after=limits.retry_after_s, code="too_many_requests_in_flight")
+            self._sequences[project_id] = n + sequences
 
-    def release(self, project_id: str) -> None:
+    def release(self, project_id: str, sequences: int = 0) -> None:
         with self._lock:
-            n = self._count.get(project_id, 1) - 1
-            if n:
-                self._count[project_id] = n
+            counts, k = (self._sequences, sequences) if sequences else (self._requests, 1)
+            n = counts.get(project_id, k) - k
+            if n > 0:
+                counts[project_id] = n
             else:
-                self._count.pop(project_id, None)
+                counts.pop(project_id, None)
 
     def __getitem__(self, project_id: str) -> int:
-        return self._count.get(project_id, 0)
+        return self._requests.get(project_id, 0)
 
+
+class Slot:
+    """A generation request's place among its project's (see `generation_slot`)."""
+
+    def __init__(self, in_flight: InFlight, project_id: str, limits: limits_.Limits):
+        self.in_flight, self.project_id, self.limits = in_flight, project_id, limits
+        self.sequences = 0
+
+    def hold(self, sequences: int) -> None:
+        """Count the request's sequences (prompts x n) against the project's, until the response is sent."""
+        if sequences <= 0:
+            return
+        self.in_flight.take(self.project_id, self.limits, sequences)
+        self.sequences += sequences
+
+    def release(self) -> None:
+        if self.sequences:
+            self.in_flight.release(self.project_id, self.sequences)
+        self.in_flight.release(self.project_id)
 
 
 @dataclass
@@ -85,12 +116,13 @@ async def generation_slot(state: Annotated[State, Depends(get_state)],
     """One of the project's `project_requests_in_flight`, held until the response has been sent (a stream to
     its end): the dependency's exit runs after the response (scope "request")."""
     state.in_flight.take(project.id, state.settings.limits)
+    slot = Slot(state.in_flight, project.id, state.settings.limits)
     try:
-        yield
+        yield slot
     finally:
-        state.in_flight.release(project.id)
+        slot.release()
 
 
 StateDep = Annotated[State, Depends(get_state)]
 ProjectDep = Annotated[Project, Depends(current_project)]
-GenerationSlot = Annotated[None, Depends(generation_slot, scope="request")]
+GenerationSlot = Annotated[Slot, Depends(generation_slot, scope="request")]

@@ -95,24 +95,34 @@ def check_penalties(frequency: float | None, presence: float | None) -> None:
                             code="unsupported_parameter")
 
 
-async def run(engine: Engine, prompts: list[list[int]], params: list[Params], adapter, constraints: list,
-              http: HttpRequest | None = None) -> AsyncIterator[tuple[int, Delta]]:
-    """Submit one engine request per prompt and yield (index, delta) as they come, until all finish.
+def run(engine: Engine, prompts: list[list[int]], params: list[Params], adapter, constraints: list,
+        http: HttpRequest | None = None) -> AsyncIterator[tuple[int, Delta]]:
+    """Submit one engine request per prompt now (an engine that refuses, its queue full or the model unloaded,
+    is a 429 before any response has started, streamed or not), and return the (index, delta) stream, which
+    runs until all finish.
 
     Leaving the loop early (the consumer stopped), or the client going away (streamed or not: a task waits
-    on the connection's disconnect), cancels what is still running. An engine that refuses (its queue is
-    full, or it was unloaded) is a 429 for this request alone.
+    on the connection's disconnect), cancels what is still running.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     handles = []
-    gone = asyncio.ensure_future(_disconnect(http)) if http is not None else None
     try:
         for i, (ids, p, c) in enumerate(zip(prompts, params, constraints)):
             def on_output(delta: Delta, i=i) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, (i, delta))
 
             handles.append(engine.submit(Request(ids, p, on_output, adapter=adapter, constraint=c)))
+    except BaseException:
+        for h in handles:
+            h.cancel()
+        raise
+    return _deltas(queue, handles, http)
+
+
+async def _deltas(queue: asyncio.Queue, handles: list, http: HttpRequest | None) -> AsyncIterator[tuple[int, Delta]]:
+    gone = asyncio.ensure_future(_disconnect(http)) if http is not None else None
+    try:
         open_ = len(handles)
         while open_:
             if gone is not None and gone.done():

@@ -125,9 +125,11 @@ def _logprobs(engine: Engine, delta: Delta) -> list[TokenLogprobContent]:
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
 async def chat_completions(state: StateDep, project: ProjectDep, body: ChatCompletionRequest, http: Request,
-                           _slot: GenerationSlot):
+                           slot: GenerationSlot):
     generation.check_penalties(body.frequency_penalty, body.presence_penalty)
     limits = state.settings.limits
+    generation.check_sequences(limits, body.n, "n")
+    slot.hold(body.n)
     loaded = await generation.load(state, body.model, project.id)
     engine = loaded.engine
     bias = body.bias(engine.vocab_size)

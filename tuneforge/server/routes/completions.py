@@ -55,10 +55,11 @@ def _logprobs_object(engine: Engine, items: list[TokenLogprob | None], ids: list
 
 @router.post("/v1/completions", response_model=Completion)
 async def completions(state: StateDep, project: ProjectDep, body: CompletionRequest, http: Request,
-                      _slot: GenerationSlot):
+                      slot: GenerationSlot):
     generation.check_penalties(body.frequency_penalty, body.presence_penalty)
     limits = state.settings.limits
     generation.check_sequences(limits, _count(body.prompt) * body.n, "n")
+    slot.hold(_count(body.prompt) * body.n)
     loaded = await generation.load(state, body.model, project.id)
     engine, adapter = loaded.engine, loaded.target.adapter
     bias = body.bias(engine.vocab_size)
