@@ -57,6 +57,11 @@ def test_prompts_are_checked_against_the_context_on_every_path(server, tiny_mode
                                               "response_format": {"type": "json_schema", "json_schema": {
                                                   "name": "big", "schema": big_schema}}})
     assert r.status_code == 400 and "schema" in r.json()["error"]["message"], r.text
+    slow = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(a|b|c|d){1,6000}"}}}  # 10 s
+    r = post(server, "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                                              "response_format": {"type": "json_schema", "json_schema": {
+                                                  "name": "slow", "schema": slow}}})
+    assert r.status_code == 400 and "repeats too much" in r.json()["error"]["message"], r.text
 
 
 def test_logit_bias_steers_the_choice_and_bad_keys_are_refused(server, smollm2_tokenizer):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -52,8 +53,42 @@ async def json_constraint(limits: Limits, engine: Engine, schema: dict | None, n
     if schema is not None and len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
         raise UserError(f"response_format's schema is over {MAX_SCHEMA_BYTES >> 10} KB: send a smaller one",
                         param="response_format", code="invalid_value")
+    for pattern in _patterns(schema):
+        _check_pattern(pattern)
     return await prepare(limits, lambda: [engine.json_constraint(schema) for _ in range(n)],
                          what="compiling response_format's schema")
+
+
+MAX_REPEAT = 1000  # a regex quantifier's bound in a schema's `pattern`; their product at most MAX_REPEAT_PRODUCT
+MAX_REPEAT_PRODUCT = 10_000  # (the grammar compiler expands bounded repeats: (a|b|c|d){1,6000} takes 10 s)
+_REPEAT = re.compile(r"(?<!\\)\{(\d+)(?:,(\d*))?\}")
+
+
+def _patterns(schema) -> list[str]:
+    """Every regular expression in a JSON schema (`pattern` values, `patternProperties` keys)."""
+    out: list[str] = []
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str):
+                out.append(value)
+            elif key == "patternProperties" and isinstance(value, dict):
+                out.extend(value)
+            out.extend(_patterns(value))
+    elif isinstance(schema, list):
+        for item in schema:
+            out.extend(_patterns(item))
+    return out
+
+
+def _check_pattern(pattern: str) -> None:
+    product = 1
+    for low, high in _REPEAT.findall(pattern):
+        bound = max(int(low), int(high) if high else 0)
+        product *= max(bound, 1)
+        if bound > MAX_REPEAT or product > MAX_REPEAT_PRODUCT:
+            raise UserError(f"the schema's pattern {pattern[:60]!r} repeats too much ({{...}} bounds over "
+                            f"{MAX_REPEAT}, or multiplying to over {MAX_REPEAT_PRODUCT}): use a simpler pattern or "
+                            "maxLength", param="response_format", code="invalid_value")
 
 
 def check_sequences(limits: Limits, count: int, param: str) -> None:

@@ -27,8 +27,8 @@ class Engines:
     def __init__(self, max_batch: int = 32, max_adapters: int = 8, backend: str = "transformers",
                  max_engines: int | None = None, max_queue: int | None = None):
         self.max_batch, self.max_adapters, self.backend = max_batch, max_adapters, backend
-        self.max_engines = max_engines or limits.current().max_engines
-        self.max_queue = max_queue or limits.current().engine_queue
+        self.max_engines = limits.current().max_engines if max_engines is None else max_engines
+        self.max_queue = limits.current().engine_queue if max_queue is None else max_queue
         self._engines: OrderedDict[str, Engine] = OrderedDict()  # least recently used first
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -43,22 +43,28 @@ class Engines:
             with self._lock:
                 if base in self._engines:
                     return self._engines[base]
-                self._make_room()
+                closing = self._make_room()
+            for old in closing:  # outside the lock: a close waits for the engine's thread
+                old.close()
+            if closing:
+                gc.collect()
             engine = self._new(base)
             with self._lock:
                 self._engines[base] = engine
                 self._loading.pop(base, None)
             return engine
 
-    def _make_room(self) -> None:
-        """Close idle engines, least recently used first, until one more fits (under the table lock)."""
-        while len(self._engines) + self._loading_count() > self.max_engines:  # the new one is among those loading
+    def _make_room(self) -> list[Engine]:
+        """Take idle engines out of the table, least recently used first, until one more fits (under the table
+        lock; the new one is among those loading); the caller closes them."""
+        out = []
+        while len(self._engines) + self._loading_count() > self.max_engines:
             idle = next((name for name, e in self._engines.items() if e.busy == 0), None)
             if idle is None:
                 raise RateLimited(f"The server is serving {len(self._engines)} models, all busy: it loads at most "
                                   f"{self.max_engines} at once. Retry shortly.", code="server_overloaded")
-            self._engines.pop(idle).close()
-            gc.collect()
+            out.append(self._engines.pop(idle))
+        return out
 
     def _loading_count(self) -> int:
         return sum(1 for name, lock in self._loading.items() if lock.locked() and name not in self._engines)
