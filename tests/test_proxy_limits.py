@@ -72,10 +72,27 @@ class Provider:
                                 "param": None, "code": "invalid_api_key"}}
             return await self._send(send, 401, answer, [])
         tokens = int(req.get("tokens", 10))
+        if req.get("stream"):
+            return await self._stream(send, req, tokens)
         answer = {"id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": req["model"],
                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
                   "usage": {"prompt_tokens": tokens, "completion_tokens": 1, "total_tokens": tokens + 1}}
         await self._send(send, 200, answer, UPSTREAM_HEADERS)
+
+    @staticmethod
+    async def _stream(send, req: dict, tokens: int) -> None:
+        """Two content chunks, then a usage-only chunk when `stream_options.include_usage` asks for it."""
+        chunk = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": req["model"]}
+        events = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "o"}}]},
+                  {**chunk, "choices": [{"index": 0, "delta": {"content": "k"}, "finish_reason": "stop"}]}]
+        if (req.get("stream_options") or {}).get("include_usage"):
+            events.append({**chunk, "choices": [], "usage": {"prompt_tokens": tokens, "completion_tokens": 1,
+                                                             "total_tokens": tokens + 1}})
+        body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for part in (body[:50], body[50:130], body[130:]):  # events split across reads, as a network does
+            await send({"type": "http.response.body", "body": part.encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
     @staticmethod
     async def _send(send, status: int, body: dict, headers: list[tuple[str, str]]) -> None:
@@ -235,6 +252,21 @@ def test_spend_limit_counts_only_the_operators_key(provider, operator_key):
     assert len(own) == 3 and sum(r.cost_usd for r in rows if r not in own) > 5
 
 
+def test_a_stream_on_the_operators_key_is_priced_though_the_caller_did_not_ask_for_usage(provider, operator_key):
+    _, url = provider
+    million = {"tokens": 1_000_000}  # $2.50 on gpt-4o
+    with platform(one_upstream(url), proxy_usd_per_day=1.0) as (client, shop, _, db):
+        plain = call(client, shop, stream=True, **million)
+        assert plain.status_code == 200 and plain.text.count("data: ") == 3  # two chunks and [DONE]: no usage
+        assert '"usage": {' not in plain.text
+        over = call(client, shop, stream=True)
+        assert over.status_code == 429 and over.json()["error"]["code"] == "insufficient_quota", over.text
+        asked = call(client, shop, caller_key=CALLER, stream=True, stream_options={"include_usage": True})
+        assert '"choices": [], "usage": {' in asked.text  # asked for: relayed as sent
+        rows = logged(db, 2)
+    assert rows[0].cost_usd > 2 and rows[0].stream
+
+
 def test_the_spend_tag_cannot_be_forged_by_the_caller(provider, operator_key):
     _, url = provider
     forged = {"X-Tuneforge-Tags": json.dumps({"tuneforge.upstream_key": "caller", "team": "a"})}
@@ -336,3 +368,29 @@ def test_a_body_over_the_limit_is_refused_without_reading_the_rest():
     just_over = iter([{"type": "http.request", "body": b"x" * (1 << 20), "more_body": True},
                       {"type": "http.request", "body": b"x", "more_body": False}])
     assert answer(just_over) == (413, 2) and not reached
+
+
+def test_jobs_asking_an_upstream_never_show_a_piece_of_the_operators_key(provider, operator_key):
+    """Relabel jobs (the teacher) and evals (candidates, judges) call upstreams with the operator's key too: an
+    upstream that quotes the key in its error must not put it in a job's error or events."""
+    import asyncio
+
+    import httpx
+
+    from tuneforge.capture import teacher
+    from tuneforge.evals.chat import ChatError, OpenAIChatClient
+
+    _, url = provider
+    question = teacher.Question("q", USER)
+
+    async def ask():
+        async with httpx.AsyncClient() as client:
+            await teacher.ask(client, Upstream(url, OPERATOR_ENV), "echo-key", question, max_attempts=1)
+
+    with pytest.raises(teacher.TeacherError) as relabel:
+        asyncio.run(ask())
+    with pytest.raises(ChatError) as judge:
+        OpenAIChatClient(url, OPERATOR, "echo-key", max_attempts=1).complete(USER, max_tokens=5, temperature=0)
+    for message in (str(relabel.value), str(judge.value)):
+        assert "401" in message and "[redacted]" in message
+        assert OPERATOR[:6] not in message and OPERATOR[-4:] not in message, message

@@ -22,7 +22,7 @@ from tuneforge.store.tables import Job, JobEvent
 from tuneforge.training import checkpoint
 from tuneforge.worker.loop import Worker
 
-STALE = 3.0  # seconds without a heartbeat before a job is requeued; the lease lapses at half that
+STALE = 5.0  # seconds without a heartbeat before a job is requeued; the lease lapses at half that
 
 
 def _locked() -> OperationalError:
@@ -195,7 +195,7 @@ def test_a_worker_whose_store_becomes_unwritable_stops_in_time_and_survives(data
     db.migrate()
     with db.session() as s:
         job_id = jobs.submit(s, project_id=projects.get_or_create(s, "p").id, kind="ticker", spec={}).id
-    stale = 2.0
+    stale = 5.0  # the lease: 2.5 s; margins of seconds for a loaded CI machine
     store = _Unwritable()
     a = Worker(store, worker_id="A", heartbeat_s=0.1, stale_after_s=stale, poll_s=0.1)
     stop_a = threading.Event()

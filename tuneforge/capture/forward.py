@@ -81,7 +81,7 @@ class Forwarder:
 
     async def forward(self, upstream: Upstream, path: str, body: bytes, headers: dict[str, str],
                       authorization: str | None, on_record: Callable[[dict[str, Any]], None],
-                      base_record: dict[str, Any]) -> Reply:
+                      base_record: dict[str, Any], hide_usage: bool = False) -> Reply:
         """Send upstream and return the reply to relay; `on_record` is called once the call is over with
         `base_record` (what is known before the call: id, model, request, stream, tags...) completed."""
         lent = authorization is None  # the operator's key (if the upstream has one) pays
@@ -108,7 +108,8 @@ class Forwarder:
                                  f"{type(exc).__name__}", key), "upstream_unreachable") from None
         reply_headers = _relayed(response.headers, lent)
         if response.headers.get("content-type", "").startswith("text/event-stream") and response.status < 300:
-            return Reply(response.status, reply_headers, stream=call.relay(response))
+            stream = call.relay(response)  # recorded whole, usage included
+            return Reply(response.status, reply_headers, stream=without_usage(stream) if hide_usage else stream)
         try:
             data = await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -183,6 +184,31 @@ def scrub(data: bytes, key: str | None, shortest: int = 4) -> bytes:
 
 def scrub_text(text: str, key: str | None) -> str:
     return scrub(text.encode(), key).decode("utf-8", "replace") if key else text
+
+
+async def without_usage(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A server-sent-event stream without its usage-only chunk (`"choices": []` and a usage): the one a stream
+    sends when `stream_options.include_usage` is set, which the proxy sets itself to price a call."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *events, pending = pending.split(b"\n\n")
+        out = b"".join(event + b"\n\n" for event in events if not _usage_only(event))
+        if out:
+            yield out
+    if pending:
+        yield pending
+
+
+def _usage_only(event: bytes) -> bool:
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            try:
+                data = json.loads(line[5:])
+            except ValueError:
+                return False
+            return isinstance(data, dict) and data.get("choices") == [] and data.get("usage") is not None
+    return False
 
 
 class _Call:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tuneforge.capture.forward import scrub_text
 from tuneforge.capture.upstreams import Upstream
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -27,6 +28,13 @@ class Question:
 
 class TeacherError(Exception):
     pass
+
+
+def _shown(text: str, authorization: str | None) -> str:
+    """An upstream's reply as a job may show it: short, and without any piece of the operator's key (an upstream
+    may quote the key it was sent: "Incorrect API key provided: sk-abc***wxyz")."""
+    key = authorization[7:] if authorization and authorization.lower().startswith("bearer ") else authorization
+    return scrub_text(text[:300], key)
 
 
 async def ask(client: httpx.AsyncClient, upstream: Upstream, model: str, q: Question, *, max_attempts: int = 5,
@@ -51,9 +59,9 @@ async def ask(client: httpx.AsyncClient, upstream: Upstream, model: str, q: Ques
                                if k in ("role", "content", "tool_calls") and v}
                     return {**message, "role": "assistant"}, data.get("model") or model
                 except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-                    last = f"HTTP {r.status_code} but not a chat completion: {r.text[:300]}"
+                    last = f"HTTP {r.status_code} but not a chat completion: {_shown(r.text, auth)}"
             else:
-                last = f"HTTP {r.status_code}: {r.text[:300]}"
+                last = f"HTTP {r.status_code}: {_shown(r.text, auth)}"
                 if r.status_code not in RETRY_STATUS:
                     raise TeacherError(last)
         if attempt + 1 < max_attempts:

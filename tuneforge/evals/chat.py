@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol, runtime_checkable
 
+from tuneforge.capture.forward import scrub_text
 from tuneforge.capture.teacher import RETRY_STATUS
 from tuneforge.capture.upstreams import Upstreams, from_env
 from tuneforge.errors import ConfigError, TuneforgeError
@@ -62,6 +63,7 @@ class OpenAIChatClient:
         self.model, self.base_url = model, base_url
         self.max_attempts, self.base_delay, self._sleep = max_attempts, base_delay, sleep
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=0, timeout=timeout)
+        self._key = api_key
         self._response_format_ok = True
 
     @classmethod
@@ -111,7 +113,7 @@ class OpenAIChatClient:
                     raise ChatError(f"{self._where()}: a reply with no choices")
                 return completion
             except openai.APIStatusError as exc:
-                last = f"HTTP {exc.status_code}: {_short(exc)}"
+                last = f"HTTP {exc.status_code}: {scrub_text(_short(exc), self._key)}"  # no piece of the key
                 if exc.status_code not in RETRY_STATUS:
                     raise ChatError(f"{self._where()}: {last}", status=exc.status_code) from None
                 retry_after = _seconds(exc.response.headers.get("retry-after"))

@@ -105,6 +105,12 @@ class ProxyMiddleware:
         base = {"id": rec.new_id(), "source": "proxy", "model": request["model"], "request": request,
                 "stream": bool(request.get("stream")), "started_at": started, "tags": tags}
         metered = caller_key is None and self.state.settings.limits.proxy_usd_per_day is not None
+        hide_usage = False
+        if metered and request.get("stream") and not (request.get("stream_options") or {}).get("include_usage"):
+            # a stream reports its usage only when asked: ask, so the call is priced, and keep that last chunk
+            # from a caller who did not ask for it
+            options = {**(request.get("stream_options") or {}), "include_usage": True}
+            body, hide_usage = json.dumps({**request, "stream_options": options}).encode(), True
 
         def on_record(record: dict[str, Any]) -> None:
             self.sink.put(project_id, record)
@@ -113,7 +119,7 @@ class ProxyMiddleware:
 
         try:
             reply = await self.forwarder.forward(upstream, path, body, dict(headers.items()), caller_key, on_record,
-                                                 base)
+                                                 base, hide_usage=hide_usage)
         except UpstreamFailed as exc:
             return error_response(exc.status, str(exc), code=exc.code)
         if reply.stream is not None:
