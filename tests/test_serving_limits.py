@@ -126,7 +126,11 @@ def test_a_busy_engine_is_not_evicted_and_loading_happens_outside_the_lock(monke
 
     class Fake:
         def __init__(self, base):
-            self.base, self.busy, self.closed = base, 0, False
+            self.base, self.running, self.held, self.closed = base, 0, 0, False
+
+        @property
+        def busy(self):
+            return self.running + self.held
 
         def close(self):
             self.closed = True
@@ -142,7 +146,7 @@ def test_a_busy_engine_is_not_evicted_and_loading_happens_outside_the_lock(monke
 
     monkeypatch.setattr(engines_, "_new", new)
     a = engines_.get("a")
-    a.busy = 1
+    a.running = 1
     loader = threading.Thread(target=engines_.get, args=("slow",))
     loader.start()
     assert loading.wait(10)
@@ -151,12 +155,18 @@ def test_a_busy_engine_is_not_evicted_and_loading_happens_outside_the_lock(monke
         engines_.get("b")
     slow_load.set()
     loader.join()
-    engines_.get("slow").busy = 1
+    engines_.get("slow").running = 1
     with pytest.raises(RateLimited):
         engines_.get("b")
-    a.busy = 0
-    b = engines_.get("b")  # the least recently used idle engine goes
+    a.running = 0
+    b = engines_.get("b", hold=True)  # the least recently used idle engine goes
     assert a.closed and not b.closed and set(engines_.load()) == {"slow", "b"}
+    engines_.get("slow").running = 0
+    engines_.get("c")  # "b" is held by a request still being prepared (nothing submitted yet): "slow" goes
+    assert not b.closed and set(engines_.load()) == {"b", "c"}
+    engines_.release(b)
+    engines_.get("a")
+    assert b.closed
 
 
 def test_a_project_over_its_requests_in_flight_gets_429(server):

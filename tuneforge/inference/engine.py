@@ -136,6 +136,7 @@ class Engine:
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
         self._closed = False
+        self.held = 0  # requests being prepared for this engine (the server's `Engines` counts them)
         self._grammars = None
         self.steps = 0
         self._thread = threading.Thread(target=self._loop, name="tuneforge-engine", daemon=True)
@@ -193,7 +194,8 @@ class Engine:
 
     @property
     def busy(self) -> int:
-        return len(self._running) + self.queued
+        """Requests running or queued, and those the server holds the engine for (`Engines.get(hold=True)`)."""
+        return len(self._running) + self.queued + self.held
 
     @property
     def queued(self) -> int:

@@ -79,10 +79,11 @@ class VllmEngine:
         self.vocab_size = self.llm.model_config.get_vocab_size()
         self._lora_ids: dict[str, int] = {}
         self._active = 0
+        self.held = 0  # requests being prepared for this engine (the server's `Engines` counts them)
 
     @property
     def busy(self) -> int:
-        return self._active
+        return self._active + self.held
 
     def json_constraint(self, schema: dict | None) -> JsonSpec:
         return JsonSpec(schema)

@@ -26,7 +26,7 @@ from tuneforge.merging import config as configs
 from tuneforge.merging import manifest
 from tuneforge.merging.search import check_space, fill, placeholders
 from tuneforge.models import registry
-from tuneforge.store import datasets, jobs, models
+from tuneforge.store import datasets, jobs, models, quotas
 from tuneforge.store.db import Database
 from tuneforge.store.tables import Job, Project
 
@@ -115,6 +115,8 @@ class MergeKind(JobKind):
         if done is None:
             locate = _locator(ctx.db, ctx.job.project_id)
             _check_disk(out, spec, [locate(n) for n in _inputs(spec)])
+            with ctx.db.session() as s:  # its quota as it is now, not as when the job was queued
+                quotas.check_disk(s, ctx.job.project_id)
             try:
                 if spec.search is not None:
                     done = _search(spec, folder, locate, ctx)

@@ -78,6 +78,11 @@ class Slot:
     def __init__(self, in_flight: InFlight, project_id: str, limits: limits_.Limits):
         self.in_flight, self.project_id, self.limits = in_flight, project_id, limits
         self.sequences = 0
+        self._after: list = []
+
+    def after(self, release) -> None:
+        """Call `release` once the response has been sent (e.g. let go of the engine the request held)."""
+        self._after.append(release)
 
     def hold(self, sequences: int) -> None:
         """Count the request's sequences (prompts x n) against the project's, until the response is sent."""
@@ -87,6 +92,8 @@ class Slot:
         self.sequences += sequences
 
     def release(self) -> None:
+        for release in self._after:
+            release()
         if self.sequences:
             self.in_flight.release(self.project_id, self.sequences)
         self.in_flight.release(self.project_id)

@@ -32,10 +32,13 @@ class Loaded:
     target: models.Weights
 
 
-async def load(state: State, model: str, project_id: str) -> Loaded:
-    """The engine and adapter for a model name (first use loads the base model: seconds)."""
+async def load(state: State, model: str, project_id: str, slot=None) -> Loaded:
+    """The engine and adapter for a model name (first use loads the base model: seconds); with the request's
+    `slot`, the engine is held (not closed to make room for another model) until the request is over."""
     target = await run_in_threadpool(models.resolve, state.db, model, project_id)
-    engine = await run_in_threadpool(state.engines.get, target.base)
+    engine = await run_in_threadpool(state.engines.get, target.base, slot is not None)
+    if slot is not None:
+        slot.after(lambda: state.engines.release(engine))
     return Loaded(engine, target)
 
 

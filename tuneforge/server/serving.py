@@ -33,16 +33,18 @@ class Engines:
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(self, base: str) -> Engine:
+    def get(self, base: str, hold: bool = False) -> Engine:
+        """The engine for a folder, loaded if need be; `hold`: counted as in use (never closed to make room)
+        until `release`, from now rather than from its first submitted request."""
         with self._lock:
             if base in self._engines:
                 self._engines.move_to_end(base)
-                return self._engines[base]
+                return self._held(self._engines[base], hold)
             loading = self._loading.setdefault(base, threading.Lock())
         with loading:  # one load per folder; other folders load (or serve) meanwhile
             with self._lock:
                 if base in self._engines:
-                    return self._engines[base]
+                    return self._held(self._engines[base], hold)
                 closing = self._make_room()
             for old in closing:  # outside the lock: a close waits for the engine's thread
                 old.close()
@@ -52,7 +54,18 @@ class Engines:
             with self._lock:
                 self._engines[base] = engine
                 self._loading.pop(base, None)
-            return engine
+                return self._held(engine, hold)
+
+    @staticmethod
+    def _held(engine: Engine, hold: bool) -> Engine:
+        if hold:
+            engine.held += 1
+        return engine
+
+    def release(self, engine: Engine) -> None:
+        """A request that held the engine (`get(..., hold=True)`) is over."""
+        with self._lock:
+            engine.held -= 1
 
     def _make_room(self) -> list[Engine]:
         """Take idle engines out of the table, least recently used first, until one more fits (under the table

@@ -20,7 +20,7 @@ PG_MIGRATION_LOCK = 7_362_901  # pg_advisory_lock key: one process migrates at a
 # How long a SQLite write waits for another writer before it fails. Well under the worker's stale limit (30 s by
 # default; its lease lapses at half that): a worker whose writes cannot get through finds out, and stops, long
 # before another worker may take its job over.
-SQLITE_BUSY_TIMEOUT_S = 5
+SQLITE_BUSY_TIMEOUT_S = 10
 
 
 def database_url(url: str | None = None) -> str:

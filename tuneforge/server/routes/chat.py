@@ -130,7 +130,7 @@ async def chat_completions(state: StateDep, project: ProjectDep, body: ChatCompl
     limits = state.settings.limits
     generation.check_sequences(limits, body.n, "n")
     slot.hold(body.n)
-    loaded = await generation.load(state, body.model, project.id)
+    loaded = await generation.load(state, body.model, project.id, slot)
     engine = loaded.engine
     bias = body.bias(engine.vocab_size)
     messages = prune([m.model_dump(exclude_none=True) for m in body.messages], list(loaded.target.pruning_rules))

@@ -60,7 +60,7 @@ async def completions(state: StateDep, project: ProjectDep, body: CompletionRequ
     limits = state.settings.limits
     generation.check_sequences(limits, _count(body.prompt) * body.n, "n")
     slot.hold(_count(body.prompt) * body.n)
-    loaded = await generation.load(state, body.model, project.id)
+    loaded = await generation.load(state, body.model, project.id, slot)
     engine, adapter = loaded.engine, loaded.target.adapter
     bias = body.bias(engine.vocab_size)
     prompts = await generation.prepare(limits, _prompts, engine, body.prompt)
