@@ -130,7 +130,7 @@ def test_a_busy_engine_is_not_evicted_and_loading_happens_outside_the_lock(monke
 
         @property
         def busy(self):
-            return self.running + self.held
+            return self.running
 
         def close(self):
             self.closed = True

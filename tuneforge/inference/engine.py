@@ -194,8 +194,8 @@ class Engine:
 
     @property
     def busy(self) -> int:
-        """Requests running or queued, and those the server holds the engine for (`Engines.get(hold=True)`)."""
-        return len(self._running) + self.queued + self.held
+        """Requests running or queued."""
+        return len(self._running) + self.queued
 
     @property
     def queued(self) -> int:

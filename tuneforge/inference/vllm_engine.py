@@ -83,7 +83,7 @@ class VllmEngine:
 
     @property
     def busy(self) -> int:
-        return self._active + self.held
+        return self._active
 
     def json_constraint(self, schema: dict | None) -> JsonSpec:
         return JsonSpec(schema)

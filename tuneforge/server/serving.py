@@ -72,7 +72,7 @@ class Engines:
         lock; the new one is among those loading); the caller closes them."""
         out = []
         while len(self._engines) + self._loading_count() > self.max_engines:
-            idle = next((name for name, e in self._engines.items() if e.busy == 0), None)
+            idle = next((name for name, e in self._engines.items() if e.busy == 0 and not e.held), None)
             if idle is None:
                 raise RateLimited(f"The server is serving {len(self._engines)} models, all busy: it loads at most "
                                   f"{self.max_engines} at once. Retry shortly.", code="server_overloaded")
