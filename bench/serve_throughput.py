@@ -204,12 +204,13 @@ def fine_tune_adapters(url: str, key: str, n: int) -> list[str]:
     return names
 
 
-def start_platform(env: dict, workers: int) -> tuple[subprocess.Popen, str, str]:
+def start_platform(env: dict, workers: int, extra: list[str] = ()) -> tuple[subprocess.Popen, str, str]:
     """`tuneforge serve` on a free port with a fresh API key: (process, base URL, key), once healthy."""
     key = subprocess.run([sys.executable, "-m", "tuneforge", "keys", "create", "--project", "bench"], env=env,
                          capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     url = f"http://127.0.0.1:{free_port()}"
-    cmd = [sys.executable, "-m", "tuneforge", "serve", "--port", url.rsplit(":", 1)[1], "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "tuneforge", "serve", "--port", url.rsplit(":", 1)[1], "--workers", str(workers),
+           *extra]
     proc = subprocess.Popen(cmd, env=env)
     wait_healthy(url, proc)
     return proc, url, key
@@ -229,6 +230,7 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--adapters", type=int, default=4)
+    parser.add_argument("--quantize", help="tuneforge serve --quantize (fp16, int4); default: float32 weights")
     parser.add_argument("--naive-server", nargs=3, metavar=("PORT", "BASE", "ADAPTERS_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
@@ -239,7 +241,8 @@ def main() -> None:
         return
 
     data = Path(tempfile.mkdtemp(prefix="tuneforge-serve-bench-"))
-    ours, url, key = start_platform({**os.environ, "TUNEFORGE_DATA_DIR": str(data)}, workers=1)
+    extra = ["--quantize", args.quantize] if args.quantize else []
+    ours, url, key = start_platform({**os.environ, "TUNEFORGE_DATA_DIR": str(data)}, workers=1, extra=extra)
     try:
         models = fine_tune_adapters(url, key, args.adapters)
         print(f"adapters: {models}", file=sys.stderr)
@@ -273,7 +276,8 @@ def main() -> None:
         "name": "serve_throughput", "unit": "generated tokens/s", "ours": mine["tokens_per_s"],
         "baseline": theirs["tokens_per_s"], "ratio": round(mine["tokens_per_s"] / theirs["tokens_per_s"], 2),
         "baseline_name": "one request at a time, PEFT set_adapter + generate", "clients": args.clients,
-        "adapters": args.adapters, "max_tokens": args.max_tokens, "ours_detail": mine, "baseline_detail": theirs,
+        "adapters": args.adapters, "max_tokens": args.max_tokens, "quantize": args.quantize,
+        "ours_detail": mine, "baseline_detail": theirs,
     }))
 
 

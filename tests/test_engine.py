@@ -65,8 +65,19 @@ def adapters(tiny_model, tmp_path_factory) -> list[Path]:
     return [random_adapter(tiny_model, root / f"a{i}", seed=i) for i in range(3)]
 
 
-def test_mixed_adapter_batch_matches_each_request_alone(tiny_model, adapters):
+@pytest.fixture(params=["slots", "padded"])
+def batch_kind(request, monkeypatch) -> str:
+    """Run a test on both running batches: the slot decoder, and the model's own forward (other models)."""
+    if request.param == "padded":
+        from tuneforge.inference import decoder
+
+        monkeypatch.setattr(decoder, "supported", lambda model: "forced for the test")
+    return request.param
+
+
+def test_mixed_adapter_batch_matches_each_request_alone(tiny_model, adapters, batch_kind):
     engine = Engine(str(tiny_model), max_batch=8, max_adapters=2)  # 3 adapters through a 2-slot LRU
+    assert type(engine.batch).__name__ == {"slots": "SlotBatch", "padded": "PaddedBatch"}[batch_kind]
     engine.stop_ids = set()  # random weights: run every request to its token budget
     prompts = [[1, 50, 60, 70], [1, 80], [1, 5, 6, 7, 8, 9, 10, 11], [1, 300, 301], [1, 42, 43, 44, 45]]
     choices = [None, adapters[0], adapters[1], adapters[0], adapters[2]]
@@ -86,7 +97,7 @@ def test_mixed_adapter_batch_matches_each_request_alone(tiny_model, adapters):
     assert engine.steps < sum(budgets)
 
 
-def test_requests_join_a_running_batch(tiny_model, adapters):
+def test_requests_join_a_running_batch(tiny_model, adapters, batch_kind):
     engine = Engine(str(tiny_model), max_batch=8)
     engine.stop_ids = set()
     first, second = Collector(), Collector()
@@ -98,6 +109,26 @@ def test_requests_join_a_running_batch(tiny_model, adapters):
     engine.close()
     assert first.tokens == reference(tiny_model, adapters[0], [1, 2, 3], 40)
     assert second.tokens == reference(tiny_model, adapters[1], [1, 9, 9, 9, 9, 9], 5)
+
+
+def test_prompts_sharing_a_prefix_reuse_its_cache_and_answer_the_same(tiny_model, adapters):
+    engine = Engine(str(tiny_model), max_batch=8)
+    engine.stop_ids = set()
+    system = list(range(100, 140))  # a shared "system prompt" of 40 tokens
+    asks = [(system + [7, 8, 9], None), (system + [5, 6], None), (system + [7, 8, 9, 10], adapters[0]),
+            (system + [3], adapters[0]), (system + [7, 8, 9], None)]
+    got = []
+    for prompt, adapter in asks:  # one at a time, so each finds the ones before it in the cache
+        col = Collector()
+        engine.submit(Request(prompt, Params(max_tokens=5, temperature=0), col, adapter=adapter))
+        assert col.done.wait(60)
+        got.append(col.tokens)
+    hits, reused = engine.prefixes.hits, engine.prefixes.reused_tokens
+    engine.close()
+    for (prompt, adapter), tokens in zip(asks, got):
+        assert tokens == reference(tiny_model, adapter, prompt, 5)
+    # the base's 2nd and 5th prompts (the 5th whole but its last token), the adapter's 4th: not across adapters
+    assert hits == 3 and reused == 40 + 42 + 40
 
 
 def test_cancel_and_seeded_sampling(tiny_model):

@@ -48,6 +48,9 @@ def serve(
     max_adapters: Annotated[int, typer.Option(help="LoRA adapters kept loaded per base model.")] = 8,
     backend: Annotated[Backend, typer.Option(help="Serving engine: transformers (any machine) or vllm (CUDA).")] = (
         Backend.transformers),
+    quantize: Annotated[str | None, typer.Option(
+        help="CPU serving: store weights in fp16 (same answers on our tasks, about 2x faster) or int4 (llama.cpp's "
+             "Q4_1 layout, fastest for a single stream; see docs/benchmarks.md for what it costs).")] = None,
     stale_after: StaleAfter = 30.0,
     base: Annotated[list[str] | None, typer.Option(
         help="NAME=FOLDER: offer this HF model folder to every project as the base NAME (repeat; adds to "
@@ -73,6 +76,13 @@ def serve(
         from tuneforge.inference.vllm_engine import available
 
         available()
+        if quantize:
+            raise UserError("--quantize is for the CPU engine; vLLM takes the model's own quantization")
+    if quantize:
+        from tuneforge.inference.quantize import MODES
+
+        if quantize not in MODES:
+            raise UserError(f"--quantize {quantize}: use one of {', '.join(MODES)}")
     _check_port(host, port)
     _add_bases(base or [])
     routes = upstreams.from_env()  # a bad routes file fails here, before anything starts
@@ -81,8 +91,8 @@ def serve(
     console.print(f"tuneforge on http://{host}:{port}  (data {paths.data_dir()}, store {db.url.split(':')[0]}, "
                   f"{workers} worker{'s' if workers != 1 else ''}"
                   f"{', proxying other models upstream' if routes else ''})")
-    app_ = create_app(db, Engines(max_batch, max_adapters, backend.value), Settings(upstream_timeout=upstream_timeout),
-                      upstreams=routes)
+    engines = Engines(max_batch, max_adapters, backend.value, quantize=quantize)
+    app_ = create_app(db, engines, Settings(upstream_timeout=upstream_timeout), upstreams=routes)
     # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default handler that would
     # kill this process before the `finally` below stops the workers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -7,11 +7,12 @@ each row of a batch through its own adapter (and says why not PEFT's mixed batch
 scheduling:
 
 - one background thread owns the model; `submit` queues a request and returns a handle at once;
-- each iteration admits waiting requests (prefilled together, left-padded), then decodes one token for
-  every running sequence in a single forward pass;
-- the running batch keeps one KV cache, left-padded: new sequences are merged in by padding the shorter
-  side, finished ones are dropped with `batch_select_indices`, and columns that became padding for every
-  row are cut off, so a long finished prompt does not cost the others;
+- each iteration admits waiting requests (prefilled), then decodes one token for every running sequence
+  in a single forward pass;
+- the running batch is a `slot_batch.SlotBatch` (llama-family models: a lean forward over a cache row per
+  sequence, with a prefix cache) or else a `padded_batch.PaddedBatch` (the model's own forward over one
+  left-padded cache); both add, step and drop rows the same way;
+- `quantize` ("fp16" or "int4", see quantize.py) swaps the linear layers for low-bit CPU kernels;
 - adapters are loaded on demand and kept in an LRU of `max_adapters`; one in use is never evicted.
 
 Outputs go to each request's `on_output` callback from the engine thread, one `Delta` per token (text may
@@ -35,9 +36,14 @@ import torch
 from transformers import DynamicCache
 
 from tuneforge.errors import RateLimited
-from tuneforge.inference import sampling
+from tuneforge.inference import decoder, sampling
+from tuneforge.inference import quantize as quantizing
+from tuneforge.inference.detokenize import TextStream
 from tuneforge.inference.multi_lora import MultiLoRA
+from tuneforge.inference.padded_batch import PaddedBatch
+from tuneforge.inference.prefix_cache import PrefixCache
 from tuneforge.inference.sampling import TokenLogprob
+from tuneforge.inference.slot_batch import SlotBatch
 from tuneforge.models.loading import compute_dtype, context_length, default_device, load_model, load_tokenizer
 from tuneforge.models.loading import stop_token_ids as model_stop_ids
 
@@ -102,17 +108,18 @@ class _Seq:
     adapter: str
     generator: torch.Generator
     position: int  # tokens of this sequence already in the KV cache
+    text: TextStream
     next_token: int = -1
     generated: list[int] = field(default_factory=list)
-    text: str = ""  # decoded so far
-    sent: int = 0  # characters of `text` already sent
+    sent: int = 0  # characters of the text already sent
 
 
 class Engine:
     """Serves one base model; `submit` may be called from any thread."""
 
     def __init__(self, base: str, device: str | None = None, max_batch: int = 32, max_adapters: int = 8,
-                 max_prefill_tokens: int = 4096, max_queue: int = 256, score_bytes: int = 256 << 20):
+                 max_prefill_tokens: int = 4096, max_queue: int = 256, score_bytes: int = 256 << 20,
+                 quantize: str | None = None, prefix_cache_bytes: int = 256 << 20):
         self.device = device or default_device()
         self.tokenizer = load_tokenizer(base)
         self.model = load_model(base, dtype=compute_dtype(self.device), device=self.device).eval()
@@ -120,6 +127,8 @@ class Engine:
         self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
         self._logit_width = self.model.get_output_embeddings().weight.shape[0]
         self.stop_ids = set(model_stop_ids(self.model, self.tokenizer))
+        if quantize:
+            quantizing.apply(self.model, quantize)
         # transformers renamed `past_key_values` to `cache` during 5.x
         self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -127,14 +136,19 @@ class Engine:
         self.max_queue = max_queue  # requests waiting (not yet decoding) before `submit` refuses more
         self.score_bytes = score_bytes  # float32 logits held at once while scoring prompts
         self.lora = MultiLoRA(self.model, max_adapters)
+        why_not = decoder.supported(self.model)
+        self.prefixes = PrefixCache(prefix_cache_bytes) if why_not is None and prefix_cache_bytes else None
+        if why_not is None:
+            lean = decoder.SlotDecoder(self.model, max_batch, self.context)
+            self.batch = SlotBatch(lean, self._rows, self.prefixes)
+        else:
+            self.batch = PaddedBatch(self.model, self._forward, self.pad_id, self.device)
         self.adapters: OrderedDict[str, Path] = OrderedDict()  # LRU: name -> folder
         self._inbox: queue.Queue = queue.Queue()
         self._waiting: list[Request] = []
         self._running: list[_Seq] = []
         self._admitting: list[_Seq] = []  # taken from the queue, not yet in the batch
         self._scores: list[_Score] = []
-        self._cache: DynamicCache | None = None
-        self._mask: torch.Tensor | None = None
         self._closed = False
         self.held = 0  # requests being prepared for this engine (the server's `Engines` counts them)
         self._grammars = None
@@ -182,7 +196,8 @@ class Engine:
             elif isinstance(item, _Score):
                 item.future.set_exception(RuntimeError("the model was unloaded"))
         self._fail_all("the model was unloaded", reason="cancelled")
-        self.model = self.lora = self._cache = self._grammars = None
+        self.batch.reset()
+        self.model = self.lora = self.batch = self.prefixes = self._grammars = None
 
     def json_constraint(self, schema: dict | None):
         """A grammar constraint for `response_format` (None: any JSON object); see constraints.py."""
@@ -237,7 +252,7 @@ class Engine:
         for i in gone:
             self._finish(self._running[i], "cancelled")
         if gone:
-            self._keep([i for i in range(len(self._running)) if i not in set(gone)])
+            self._remove(set(gone))
         for req in [r for r in self._waiting if r.cancelled.is_set()]:
             self._waiting.remove(req)
             req.on_output(Delta(finish_reason="cancelled", prompt_tokens=len(req.prompt_ids)))
@@ -248,7 +263,8 @@ class Engine:
             seq.req.on_output(Delta(finish_reason=reason, error=message))
         for req in self._waiting:
             req.on_output(Delta(finish_reason=reason, error=message))
-        self._running, self._admitting, self._waiting, self._cache, self._mask = [], [], [], None, None
+        self._running, self._admitting, self._waiting = [], [], []
+        self.batch.reset()
 
     # --- adapters
     def _adapter_name(self, path: Path | None) -> str | None:
@@ -277,6 +293,8 @@ class Engine:
     def _delete_adapter(self, name: str) -> None:
         del self.adapters[name]
         self.lora.unload(name)
+        if self.prefixes is not None:
+            self.prefixes.forget(name)
 
     def unload(self, path: Path) -> None:
         """Forget an adapter (e.g. its model was deleted) unless a running request still uses it."""
@@ -288,8 +306,12 @@ class Engine:
 
         self._inbox.put(run)
 
+    def _rows(self, adapters: list[str]):
+        """Within the block, batch row i goes through adapters[i]."""
+        return self.lora.rows([None if a == BASE else a for a in adapters])
+
     def _forward(self, adapters: list[str], **kwargs):
-        with self.lora.rows([None if a == BASE else a for a in adapters]):
+        with self._rows(adapters):
             return self.model(**kwargs)
 
     # --- scoring (prompt log-probabilities for /v1/completions echo)
@@ -360,7 +382,7 @@ class Engine:
                 break  # wait for an adapter slot to free up
             self._waiting.remove(req)
             seed = sampling.new_generator(req.params.seed)
-            chosen.append(_Seq(req, name, seed, position=len(req.prompt_ids)))
+            chosen.append(_Seq(req, name, seed, position=len(req.prompt_ids), text=TextStream(self.tokenizer)))
             room -= 1
             budget -= len(req.prompt_ids)
         if chosen:
@@ -381,49 +403,20 @@ class Engine:
             self._admitting = [seq]
             self._prefill_isolated([seq])
 
-    @torch.no_grad()
     def _prefill(self, seqs: list[_Seq]) -> None:
-        width = max(len(s.req.prompt_ids) for s in seqs)
-        ids = [[self.pad_id] * (width - len(s.req.prompt_ids)) + s.req.prompt_ids for s in seqs]
-        mask = torch.tensor([[0] * (width - len(s.req.prompt_ids)) + [1] * len(s.req.prompt_ids) for s in seqs],
-                            device=self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        out = self._forward(
-            [s.adapter for s in seqs], input_ids=torch.tensor(ids, device=self.device), attention_mask=mask,
-            position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache},
-        )
-        self._merge(seqs, cache, mask)
-        self._admitting = []
-        self._advance(seqs, out.logits[:, -1, :], offset=len(self._running) - len(seqs))
-
-    def _merge(self, seqs: list[_Seq], cache: DynamicCache, mask: torch.Tensor) -> None:
-        if self._cache is None:
-            self._cache, self._mask, self._running = cache, mask, list(seqs)
-            return
-        width = max(self._mask.shape[1], mask.shape[1])
-        for old, new in zip(self._cache.layers, cache.layers):
-            old.keys = torch.cat([_left_pad(old.keys, width), _left_pad(new.keys, width)], dim=0)
-            old.values = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)], dim=0)
-        self._mask = torch.cat([_left_pad(self._mask, width, dim=1), _left_pad(mask, width, dim=1)], dim=0)
+        logits = self.batch.add(seqs)
         self._running.extend(seqs)
+        self._admitting = []
+        self._advance(seqs, logits, offset=len(self._running) - len(seqs))
 
     # --- decoding
-    @torch.no_grad()
     def _decode_step(self) -> None:
         seqs = self._running
-        ids = torch.tensor([[s.next_token] for s in seqs], device=self.device)
-        mask = torch.cat([self._mask, torch.ones(len(seqs), 1, dtype=self._mask.dtype, device=self.device)], dim=1)
-        positions = torch.tensor([[s.position] for s in seqs], device=self.device)
-        out = self._forward(
-            [s.adapter for s in seqs], input_ids=ids, attention_mask=mask, position_ids=positions,
-            use_cache=True, **{self._cache_arg: self._cache},
-        )
-        self._mask = mask
+        logits = self.batch.step(seqs)
         for s in seqs:
             s.position += 1
         self.steps += 1
-        self._advance(seqs, out.logits[:, -1, :], offset=0)
+        self._advance(seqs, logits, offset=0)
 
     def _advance(self, seqs: list[_Seq], logits: torch.Tensor, offset: int) -> None:
         """Choose each sequence's next token, report it, and drop the sequences that finished."""
@@ -448,7 +441,7 @@ class Engine:
             if reason:
                 done.append(offset + i)
         if done:
-            self._keep([i for i in range(len(self._running)) if i not in set(done)])
+            self._remove(set(done))
 
     def _emit(self, s: _Seq, token: int, info: TokenLogprob | None) -> str | None:
         p = s.req.params
@@ -460,17 +453,22 @@ class Engine:
         else:
             s.generated.append(token)
             s.next_token = token
-        s.text = self.tokenizer.decode(s.generated, skip_special_tokens=True)
-        cut = sampling.stop_index(s.text, p.stop) if p.stop else -1
+            s.text.add(token)
+        text = s.text.text
+        cut = sampling.stop_index(text, p.stop) if p.stop else -1
         if cut >= 0:
-            s.text, reason = s.text[:cut], "stop"
-        elif reason is None and s.req.constraint is not None and s.req.constraint.done():
-            reason = "stop"
-        elif reason is None and (len(s.generated) >= p.max_tokens or s.position + 1 >= self.context):
-            reason = "length"
-        end = len(s.text) if reason else sampling.safe_length(s.text, p.stop)
+            text, reason = text[:cut], "stop"
+        else:
+            if reason is None and s.req.constraint is not None and s.req.constraint.done():
+                reason = "stop"
+            elif reason is None and (len(s.generated) >= p.max_tokens or s.position + 1 >= self.context):
+                reason = "length"
+            if reason:
+                s.text.flush()
+                text = s.text.text
+        end = len(text) if reason else sampling.safe_length(text, p.stop)
         delta = Delta(
-            text=s.text[s.sent:end], token_ids=[] if token in self.stop_ids else [token],
+            text=text[s.sent:end], token_ids=[] if token in self.stop_ids else [token],
             logprobs=[info] if info else [], finish_reason=reason,
             prompt_tokens=len(s.req.prompt_ids), completion_tokens=len(s.generated),
         )
@@ -482,31 +480,12 @@ class Engine:
         s.req.on_output(Delta(finish_reason=reason, prompt_tokens=len(s.req.prompt_ids),
                               completion_tokens=len(s.generated)))
 
-    def _keep(self, keep: list[int]) -> None:
-        """Keep only these rows of the running batch, then cut leading columns that are padding everywhere."""
-        self._running = [self._running[i] for i in keep]
-        if not self._running:
-            self._cache, self._mask = None, None
-            return
-        index = torch.tensor(keep, device=self.device)
-        self._cache.batch_select_indices(index)
-        self._mask = self._mask[index]
-        lead = int((self._mask.cumsum(dim=1) == 0).sum(dim=1).min())
-        if lead:
-            for layer in self._cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
-            self._mask = self._mask[:, lead:]
+    def _remove(self, gone: set[int]) -> None:
+        """Drop these rows of the running batch (the batch may reorder the rest)."""
+        order = self.batch.remove(self._running, gone)
+        self._running = [self._running[i] for i in order]
 
 
 def _name_of(adapter: Path) -> str:
     return "a" + hashlib.sha1(str(adapter).encode()).hexdigest()[:12]
-
-
-def _left_pad(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
-    missing = width - t.shape[dim]
-    if missing <= 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
 

@@ -133,7 +133,7 @@ class MultiLoRA:
             base = getattr(parent, attr)
         except AttributeError:
             raise UserError(f"{folder}: the base model has no layer {module} (trained on another base?)") from None
-        if not isinstance(base, nn.Linear):
+        if not isinstance(base, nn.Linear) and not hasattr(base, "in_features"):  # or a quantize.py layer
             raise UserError(f"{folder}: {module} is not a linear layer; only LoRA on linear layers can be served")
         wrapper = _LoRALinear(base, self)
         setattr(parent, attr, wrapper)

@@ -25,8 +25,8 @@ class Engines:
     (`vllm`, CUDA machines)."""
 
     def __init__(self, max_batch: int = 32, max_adapters: int = 8, backend: str = "transformers",
-                 max_engines: int | None = None, max_queue: int | None = None):
-        self.max_batch, self.max_adapters, self.backend = max_batch, max_adapters, backend
+                 max_engines: int | None = None, max_queue: int | None = None, quantize: str | None = None):
+        self.max_batch, self.max_adapters, self.backend, self.quantize = max_batch, max_adapters, backend, quantize
         self.max_engines = limits.current().max_engines if max_engines is None else max_engines
         self.max_queue = limits.current().engine_queue if max_queue is None else max_queue
         self._engines: OrderedDict[str, Engine] = OrderedDict()  # least recently used first
@@ -87,7 +87,8 @@ class Engines:
             from tuneforge.inference.vllm_engine import VllmEngine
 
             return VllmEngine(base, max_batch=self.max_batch, max_adapters=self.max_adapters)
-        return Engine(base, max_batch=self.max_batch, max_adapters=self.max_adapters, max_queue=self.max_queue)
+        return Engine(base, max_batch=self.max_batch, max_adapters=self.max_adapters, max_queue=self.max_queue,
+                      quantize=self.quantize)
 
     def load(self) -> dict[str, int]:
         """Requests in flight (running, waiting or queued) per loaded model."""

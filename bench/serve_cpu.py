@@ -1,0 +1,147 @@
+"""Serving on a CPU: `tuneforge serve` against llama.cpp's OpenAI-compatible server, same model, same prompts.
+
+Both serve SmolLM2-135M-Instruct: llama.cpp from the bundled GGUF (Q4_1 weights, Q8_0 embeddings), tuneforge
+from the same file materialized as an HF folder, with `--quantize` (default int4: llama.cpp's Q4_1 layout).
+Every request is a chat with one shared system prompt (about 120 tokens, as a fine-tuned task's traffic
+has) and its own question, greedy, `max_tokens` fixed. Two loads, each run on one server at a time:
+
+- single stream: requests one after another; generated tokens / wall seconds, and time to first token;
+- 16 clients: 16 concurrent streams, each sending its requests one after another; aggregate tokens/s and
+  time to first token (p50 / p95).
+
+llama.cpp is either `llama-server` (C++, continuous batching: `--llama-server PATH`, run with `-np` slots)
+or `python -m llama_cpp.server` from a Python that has llama-cpp-python (`--llama-python PATH`; it serves
+one request at a time). Neither is a tuneforge dependency; docs/benchmarks.md says how they were built.
+The last line is JSON with `ratio` = tuneforge / llama.cpp single-stream tokens/s.
+
+    .venv/bin/python bench/serve_cpu.py --llama-server /path/to/llama-server [--quantize int4] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_throughput import free_port, one_request, start_platform, summarize, wait_healthy  # noqa: E402
+
+SYSTEM = (
+    "You are the support assistant of Northwind Outfitters, an online shop for hiking and camping gear. "
+    "Answer the customer's question in two or three friendly sentences. Orders ship within two working days "
+    "from our warehouse in Leeds; standard delivery takes three to five days and express delivery one to two. "
+    "Returns are free within 30 days if the item is unused and in its original packaging. Refunds reach the "
+    "customer's account five to seven days after we receive the return. Never promise anything else."
+)
+QUESTIONS = [
+    "Where is my order 4471? I ordered it on Monday.", "Can I return a tent I used once?",
+    "How long does express delivery take?", "Do you ship to Ireland?", "My refund has not arrived yet.",
+    "Can I change the size of the boots I ordered?", "Is the sleeping bag waterproof?",
+    "What if my parcel arrives damaged?", "Can I pay with PayPal?", "Do you have a shop I can visit?",
+    "How do I track my parcel?", "The zip on my jacket broke after a week.", "Can I cancel my order?",
+    "Do you offer gift cards?", "How much is express delivery?", "Can I return an item bought on sale?",
+]
+
+
+def messages(i: int) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+
+
+async def run_load(url: str, key: str, model: str, clients: int, per_client: int, max_tokens: int) -> dict:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=3600)
+
+    async def one_client(c: int) -> list[dict]:
+        return [await one_request(client, model, messages(c * per_client + r), max_tokens) for r in range(per_client)]
+
+    start = time.perf_counter()
+    results = [x for batch in await asyncio.gather(*(one_client(c) for c in range(clients))) for x in batch]
+    wall = time.perf_counter() - start
+    await client.close()
+    return summarize(results, wall)
+
+
+def measure(name: str, url: str, key: str, model: str, args) -> dict:
+    asyncio.run(run_load(url, key, model, 1, 2, 8))  # warm up: load the model, first allocations
+    single = asyncio.run(run_load(url, key, model, 1, args.single_requests, args.max_tokens))
+    print(f"{name} single stream: {single}", file=sys.stderr, flush=True)
+    many = asyncio.run(run_load(url, key, model, args.clients, args.requests_per_client, args.max_tokens))
+    print(f"{name} {args.clients} clients: {many}", file=sys.stderr, flush=True)
+    return {"single": single, "many": many}
+
+
+def llama_cpp_server(args, gguf: Path, port: int) -> subprocess.Popen:
+    common = ["--host", "127.0.0.1", "--port", str(port)]
+    if args.llama_server:
+        env = {**os.environ, "LD_LIBRARY_PATH": str(Path(args.llama_server).resolve().parent)}
+        cmd = [args.llama_server, "-m", str(gguf), "-t", str(args.threads), "-c", str(512 * args.clients),
+               "-np", str(args.clients), "--no-webui", *common]
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [args.llama_python, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
+           "--n_ctx", "2048", "--interrupt_requests", "False", "--model_alias", "smollm2", *common]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--llama-server", help="path to llama.cpp's llama-server binary")
+    where.add_argument("--llama-python", help="a Python with llama-cpp-python[server] installed")
+    parser.add_argument("--quantize", default="int4", help="tuneforge serve --quantize (fp16, int4, none)")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--single-requests", type=int, default=6)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    from tuneforge.models import registry
+
+    gguf = registry.BUNDLED["smollm2-135m-instruct"].locate_gguf()
+    registry.materialize("smollm2-135m-instruct")
+    data = Path(tempfile.mkdtemp(prefix="tuneforge-cpu-bench-"))
+    env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data)}
+    extra = [] if args.quantize == "none" else ["--quantize", args.quantize]
+    ours, url, key = start_platform(env, workers=0, extra=extra)
+    try:
+        mine = measure("tuneforge", url, key, "smollm2-135m-instruct", args)
+    finally:
+        ours.terminate()
+        ours.wait()
+
+    port = free_port()
+    theirs_proc = llama_cpp_server(args, gguf, port)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", theirs_proc, path="/v1/models")
+        theirs = measure("llama.cpp", f"http://127.0.0.1:{port}", "none", "smollm2", args)
+    finally:
+        theirs_proc.terminate()
+        theirs_proc.wait()
+
+    rows = [("", "tuneforge", "llama.cpp")]
+    for load in ("single", "many"):
+        for k in ("tokens_per_s", "p50_ttft_s", "p95_ttft_s"):
+            rows.append((f"{load} {k}", mine[load][k], theirs[load][k]))
+    for row in rows:
+        print(f"{row[0]:>22} {row[1]!s:>10} {row[2]!s:>10}")
+    single = theirs["single"]["tokens_per_s"]
+    print(json.dumps({
+        "name": "serve_cpu", "unit": "generated tokens/s", "ours": mine["single"]["tokens_per_s"], "baseline": single,
+        "ratio": round(mine["single"]["tokens_per_s"] / single, 2),
+        "baseline_name": "llama-server" if args.llama_server else "llama_cpp.server",
+        "quantize": args.quantize, "clients": args.clients, "max_tokens": args.max_tokens,
+        "many_over_their_single": round(mine["many"]["tokens_per_s"] / single, 2),
+        "many_ratio": round(mine["many"]["tokens_per_s"] / theirs["many"]["tokens_per_s"], 2),
+        "ours_detail": mine, "baseline_detail": theirs,
+    }))
+
+
+if __name__ == "__main__":
+    main()

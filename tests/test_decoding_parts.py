@@ -1,0 +1,74 @@
+"""The engine's parts for speed: low-bit linear layers, the slot decoder on them, incremental detokenizing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tuneforge.inference import quantize
+from tuneforge.inference.detokenize import TextStream
+
+
+def on_4bit_grid(out: int, inp: int) -> torch.Tensor:
+    """Weights a 4-bit group-of-32 format holds exactly (what a model converted from a Q4_1 GGUF has)."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 16, (out, inp // 32, 32), generator=g).float()
+    scale = torch.rand(out, inp // 32, 1, generator=g).to(torch.bfloat16).float() * 0.01
+    low = (torch.randn(out, inp // 32, 1, generator=g) * 0.05).to(torch.bfloat16).float()
+    return (q * scale + low).reshape(out, inp)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7])
+def test_low_bit_layers_compute_what_float32_does(rows):
+    linear = nn.Linear(96, 64, bias=True)
+    with torch.no_grad():
+        linear.weight.copy_(on_4bit_grid(64, 96))
+    x = torch.randn(rows, 96)
+    want = linear(x)
+    fp16 = quantize.Fp16Linear(linear)(x)
+    int4 = quantize.Int4Linear(linear)(x)
+    assert fp16.shape == int4.shape == want.shape and int4.dtype == torch.float32
+    assert (fp16 - want).abs().max() < 1e-3 * want.abs().max()
+    # on the grid only the bfloat16 activations of the small-batch kernel cost precision
+    assert (int4 - want).abs().max() < 2e-2 * want.abs().max()
+    off_grid = nn.Linear(96, 64)
+    err = (quantize.Int4Linear(off_grid)(x) - off_grid(x)).abs().max() / off_grid(x).abs().max()
+    assert 1e-4 < err < 0.2  # 4 bits lose something on arbitrary weights, but stay close
+
+
+def test_a_quantized_model_decodes_close_to_float32(tiny_model):
+    from tuneforge.inference.decoder import SlotDecoder
+    from tuneforge.models.loading import load_model
+
+    prompt = [1, 50, 60, 70, 80, 90]
+    logits = {}
+    for mode in (None, "fp16", "int4"):
+        model = load_model(str(tiny_model)).eval()
+        if mode:
+            assert quantize.apply(model, mode) == 4 * 7 + 1  # every linear layer, the LM head too
+        dec = SlotDecoder(model, max_rows=2, context=64)
+        dec.reserve(1, len(prompt) + 2)
+        first = dec.prefill(0, prompt, 0)
+        second = dec.decode([int(first.argmax())], [len(prompt)])[0]
+        logits[mode] = torch.stack([first, second])
+    for mode, tolerance in (("fp16", 1e-4), ("int4", 0.1)):
+        cos = torch.nn.functional.cosine_similarity(logits[mode], logits[None], dim=-1)
+        assert cos.min() > 1 - tolerance, (mode, cos)
+    with pytest.raises(Exception, match="int8"):
+        quantize.apply(load_model(str(tiny_model)), "int8")
+
+
+def test_text_streams_like_decoding_the_whole_answer(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    text = "Café ☕ naïve — 日本語 and 🎉 done.\n  indented {\"json\": [1, 2]}"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    stream = TextStream(tok)
+    pieces = [stream.add(t) for t in ids]
+    pieces.append(stream.flush())
+    assert "".join(pieces) == stream.text == tok.decode(ids)
+    assert all("\ufffd" not in p for p in pieces)  # half a character is held back, never sent
+    cut = TextStream(tok)
+    for t in tok("🎉", add_special_tokens=False)["input_ids"][:1]:  # an answer cut mid-character
+        assert cut.add(t) == ""
+    assert cut.flush() == tok.decode(tok("🎉", add_special_tokens=False)["input_ids"][:1])
