@@ -1,15 +1,17 @@
-"""Where a decode step of the serving engine goes: model body (attention, MLP, the rest), the LM head, sampling
-and text, the KV-cache bookkeeping, and Python around them, at 1 and 16 concurrent sequences.
+"""Where a decode step of the serving engine goes: the linear layers, the rest of the model (norms, rotary,
+KV cache, attention scores), the LM head, sampling and text, and Python around them, at 1 and 16 sequences.
 
-The engine (`tuneforge/inference/engine.py`) runs SmolLM2-135M-Instruct (fp32, CPU) on the base model alone;
-`n` requests of `--tokens` greedy tokens each are submitted together, so every decode step carries all `n`.
-Its methods and the model's modules are wrapped with timers (forward hooks on the attention and MLP blocks and
-on the LM head; wall time of `_forward`, `_advance`, `_keep` and the step itself), and the totals per decode step
-are printed as a table. Timers add a little overhead of their own (a `perf_counter` pair per hooked module).
+The engine (`tuneforge/inference/engine.py`) runs SmolLM2-135M-Instruct (CPU) on the base model alone, twice
+in one run: with its running batch on the model's own forward over a left-padded transformers cache
+(`padded`: how every model ran before, and how models the slot decoder does not cover still run), and on the
+slot decoder (`slots`). `--quantize` adds a third column with fp16 or int4 weights. `n` requests of `--tokens`
+greedy tokens each are submitted together, so every decode step carries all `n`. Forward hooks time the
+projections, the MLP blocks and the LM head; wrappers time the batch's step, `_advance` and `_remove`.
+Timers add a little overhead of their own (a `perf_counter` pair per hooked module).
 
-    TUNEFORGE_MODEL_CACHE=$PWD/.cache/models .venv/bin/python bench/engine_profile.py [--tokens 64] [--batch 1 16]
+    .venv/bin/python bench/engine_profile.py [--tokens 64] [--batch 1 16] [--quantize int4]
 
-The last line is JSON: milliseconds per decode step by part, per batch size.
+The last line is JSON: milliseconds per decode step by part, per engine and batch size.
 """
 
 from __future__ import annotations
@@ -69,12 +71,13 @@ def profile(engine: Engine, n: int, tokens: int) -> dict[str, float]:
     timers = Timers()
     model = engine.model
     for layer in model.model.layers:
-        timers.hook(layer.self_attn, "attention")
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            timers.hook(getattr(layer.self_attn, proj), "projections")
         timers.hook(layer.mlp, "mlp")
     timers.hook(model.lm_head, "lm_head")
-    timers.wrap(engine, "_forward", "forward")
+    timers.wrap(engine.batch, "step", "forward")
     timers.wrap(engine, "_advance", "advance")
-    timers.wrap(engine, "_keep", "keep")
+    timers.wrap(engine, "_remove", "remove")
     timers.wrap(engine, "_decode_step", "step", phase="decode")
     timers.wrap(engine, "_prefill", "step", phase="prefill")
     done = threading.Event()
@@ -99,44 +102,62 @@ def profile(engine: Engine, n: int, tokens: int) -> dict[str, float]:
     def per_step(key: str) -> float:
         return t[f"decode:{key}"] / steps * 1000
 
-    model_parts = sum(per_step(k) for k in ("attention", "mlp", "lm_head"))
+    model_parts = sum(per_step(k) for k in ("projections", "mlp", "lm_head"))
     return {
         "decode step": per_step("step"),
-        "  model forward": per_step("forward"),
-        "    attention x 30 layers": per_step("attention"),
+        "  model forward, cache included": per_step("forward"),
+        "    q/k/v/o projections x 30 layers": per_step("projections"),
         "    mlp x 30 layers": per_step("mlp"),
         "    lm_head": per_step("lm_head"),
-        "    rest of the model (norms, embeddings, rotary, LoRA rows)": per_step("forward") - model_parts,
+        "    the rest (norms, rotary, KV cache, attention scores)": per_step("forward") - model_parts,
         "  sampling, text, stop checks (_advance)": per_step("advance"),
-        "  cache and mask bookkeeping, Python around them": per_step("step") - per_step("forward")
-        - per_step("advance") - per_step("keep"),
-        "  dropping finished rows (_keep)": per_step("keep"),
+        "  Python around them": max(0.0, per_step("step") - per_step("forward") - per_step("advance")
+                                    - per_step("remove")),
+        "  dropping finished rows (_remove)": per_step("remove"),
         "prefill of all requests, ms in all": t["prefill:step"] * 1000,
         "tokens per second (wall, prefill included)": n * tokens / wall,
         "decode steps": steps,
     }
 
 
+def engine(folder: str, kind: str, max_batch: int) -> Engine:
+    """An engine on the slot decoder, or (`padded`) on the model's own forward; `kind` may add `+fp16`."""
+    path, _, quantize = kind.partition("+")
+    if path == "padded":
+        from tuneforge.inference import decoder
+
+        real, decoder.supported = decoder.supported, lambda model: "profiled"
+        try:
+            return Engine(folder, max_batch=max_batch)
+        finally:
+            decoder.supported = real
+    return Engine(folder, max_batch=max_batch, quantize=quantize or None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--quantize", choices=["fp16", "int4"])
     args = parser.parse_args()
     folder = str(registry.materialize(MODEL))
+    kinds = ["padded", "slots"] + ([f"slots+{args.quantize}"] if args.quantize else [])
     results = {}
-    for n in args.batch:
-        engine = Engine(folder, max_batch=max(args.batch))
-        profile(engine, 1, 4)  # warm up (first-call allocations)
-        engine.close()
-        engine = Engine(folder, max_batch=max(args.batch))
-        results[n] = profile(engine, n, args.tokens)
-        engine.close()
-    parts = list(results[args.batch[0]])
-    print(f"{'ms per decode step':60s}" + "".join(f"{f'batch {n}':>12s}" for n in args.batch))
+    for kind in kinds:
+        for n in args.batch:
+            e = engine(folder, kind, max(args.batch))
+            profile(e, 1, 4)  # warm up (first-call allocations)
+            e.close()
+            e = engine(folder, kind, max(args.batch))
+            results[f"{kind} x{n}"] = profile(e, n, args.tokens)
+            e.close()
+    columns = list(results)
+    parts = list(results[columns[0]])
+    print(f"{'ms per decode step':58s}" + "".join(f"{c:>14s}" for c in columns))
     for part in parts:
-        print(f"{part:60s}" + "".join(f"{results[n][part]:12.2f}" for n in args.batch))
+        print(f"{part:58s}" + "".join(f"{results[c][part]:14.2f}" for c in columns))
     print(json.dumps({"bench": "engine_profile", "torch_threads": torch.get_num_threads(),
-                      "results": {str(n): {k.strip(): round(v, 3) for k, v in r.items()} for n, r in results.items()}}))
+                      "results": {c: {k.strip(): round(v, 3) for k, v in r.items()} for c, r in results.items()}}))
 
 
 if __name__ == "__main__":

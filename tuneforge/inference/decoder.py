@@ -85,7 +85,9 @@ class SlotDecoder:
         if self._cos is None or self._cos.shape[0] < new_cap:
             positions = torch.arange(new_cap, device=self.device)[None]
             cos, sin = self.rotary(self.embed.weight[:1], positions)
-            self._cos, self._sin = cos[0], sin[0]
+            half = self.head_dim // 2
+            # rotate_half(x) * sin == roll(x, half) * sin with the first half's sign flipped (exactly)
+            self._cos, self._sin = cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
 
     def release(self) -> None:
         """Give the cache's memory back (nothing is running)."""
@@ -147,6 +149,7 @@ class SlotDecoder:
         b, t = tokens.shape
         x = self.embed(tokens)
         gqa = self.n_heads != self.n_kv
+        half = self.head_dim // 2
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = _rms(x, layer.input_layernorm)
@@ -156,8 +159,8 @@ class SlotDecoder:
             if self.qk_norm:
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = q * cos + q.roll(half, -1) * sin
+            k = k * cos + k.roll(half, -1) * sin
             keys, values = write(i, k, v)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
             x = x + attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
@@ -167,8 +170,3 @@ class SlotDecoder:
 
 def _rms(x: torch.Tensor, norm) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

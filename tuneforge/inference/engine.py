@@ -385,8 +385,9 @@ class Engine:
             chosen.append(_Seq(req, name, seed, position=len(req.prompt_ids), text=TextStream(self.tokenizer)))
             room -= 1
             budget -= len(req.prompt_ids)
-        if chosen:
-            self._prefill_isolated(chosen)
+        # the slot batch prefills one prompt at a time: each request's first token goes out as soon as it is ready
+        for group in [chosen] if self.batch.prefill_together else [[s] for s in chosen]:
+            self._prefill_isolated(group)
         self._admitting = []
 
     def _prefill_isolated(self, seqs: list[_Seq]) -> None:
@@ -397,16 +398,16 @@ class Engine:
             return
         except Exception as exc:
             if len(seqs) == 1:
+                self._admitting.remove(seqs[0])
                 seqs[0].req.on_output(Delta(finish_reason="error", error=f"{type(exc).__name__}: {exc}"))
                 return
         for seq in seqs:
-            self._admitting = [seq]
             self._prefill_isolated([seq])
 
     def _prefill(self, seqs: list[_Seq]) -> None:
         logits = self.batch.add(seqs)
         self._running.extend(seqs)
-        self._admitting = []
+        self._admitting = [s for s in self._admitting if all(s is not t for t in seqs)]
         self._advance(seqs, logits, offset=len(self._running) - len(seqs))
 
     # --- decoding

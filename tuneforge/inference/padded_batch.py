@@ -15,6 +15,8 @@ from transformers import DynamicCache
 
 
 class PaddedBatch:
+    prefill_together = True  # waiting prompts are prefilled in one padded batch
+
     def __init__(self, model, forward, pad_id: int, device):
         self.forward, self.pad_id, self.device = forward, pad_id, device
         # transformers renamed `past_key_values` to `cache` during 5.x

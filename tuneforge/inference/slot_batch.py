@@ -12,6 +12,8 @@ from tuneforge.inference.prefix_cache import PrefixCache
 
 
 class SlotBatch:
+    prefill_together = False  # one prompt at a time: each gets its first token as soon as it is ready
+
     def __init__(self, decoder: SlotDecoder, rows: Callable, prefixes: PrefixCache | None):
         self.decoder, self.rows, self.prefixes = decoder, rows, prefixes
         self.count = 0  # rows in use: 0..count-1
