@@ -111,6 +111,40 @@ def test_requests_join_a_running_batch(tiny_model, adapters, batch_kind):
     assert second.tokens == reference(tiny_model, adapters[1], [1, 9, 9, 9, 9, 9], 5)
 
 
+@pytest.fixture(scope="module")
+def tiny_gemma3(smollm2_tokenizer, tmp_path_factory) -> Path:
+    """A random 4-layer Gemma 3: sandwich norms, q/k norms, and sliding-window layers with a window of 4."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    folder = tmp_path_factory.mktemp("tiny-gemma3")
+    tok = smollm2_tokenizer
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=4, max_position_embeddings=512,
+        layer_types=["sliding_attention", "full_attention"] * 2, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_gemma3_layers_decode_like_generate(tiny_gemma3, tmp_path):
+    adapter = random_adapter(tiny_gemma3, tmp_path / "g", seed=3)
+    engine = Engine(str(tiny_gemma3), max_batch=4)
+    assert type(engine.batch).__name__ == "SlotBatch"
+    engine.stop_ids = set()
+    asks = [([1, 20, 30, 40, 50, 60, 70, 80, 90], None, 9), ([1, 5, 6], adapter, 12), ([1, 7, 7, 7, 7, 7, 7], None, 6)]
+    cols = [Collector() for _ in asks]
+    for (prompt, a, n), col in zip(asks, cols):
+        engine.submit(Request(prompt, Params(max_tokens=n, temperature=0), col, adapter=a))
+    assert all(col.done.wait(60) for col in cols)
+    engine.close()
+    for (prompt, a, n), col in zip(asks, cols):  # the longer ones run past the window of 4
+        assert col.tokens == reference(tiny_gemma3, a, prompt, n)
+
+
 def test_prompts_sharing_a_prefix_reuse_its_cache_and_answer_the_same(tiny_model, adapters):
     engine = Engine(str(tiny_model), max_batch=8)
     engine.stop_ids = set()

@@ -14,19 +14,23 @@ sequences started at different times must be left-padded to one width. Here:
 - the layer's own modules do the matrix work (`q_proj`, `mlp`, the norms' weights), so what wraps or
   replaces a linear layer (multi_lora's adapters, quantize's kernels) works here unchanged.
 
-Greedy decoding in float32 gives the same tokens as `model.generate` (tests/test_engine.py checks it).
-Models of another shape (sliding-window attention, other norms) go through the model's own forward in
-`padded_batch.py`; `supported` says which.
+Covers llama, mistral (without a sliding window), qwen2, qwen3 and Gemma 3's text model (sliding-window
+layers, sandwich norms). Greedy decoding in float32 gives the same tokens as `model.generate`
+(tests/test_engine.py checks it for llama and Gemma 3). Other models go through their own forward in
+`padded_batch.py`; `supported` says why.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
-FAMILIES = {"llama", "mistral", "qwen2", "qwen3"}
+FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
 _POSITION_ONLY_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that depend on the position alone
 _BLOCK = 256  # cache capacity grows in steps of this many positions
+FULL, SLIDING = "full_attention", "sliding_attention"
 
 
 def supported(model) -> str | None:
@@ -35,27 +39,43 @@ def supported(model) -> str | None:
     if cfg.model_type not in FAMILIES:
         return f"model type {cfg.model_type}"
     if getattr(cfg, "use_sliding_window", False) or (cfg.model_type == "mistral" and cfg.sliding_window):
-        return "sliding-window attention"
-    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
-        return "sliding-window layers"
+        return "sliding-window attention on every layer"
+    if any(t not in (FULL, SLIDING) for t in _layer_types(cfg)):
+        return f"layer types {sorted(set(_layer_types(cfg)))}"
+    for name in ("attn_logit_softcapping", "final_logit_softcapping", "use_bidirectional_attention"):
+        if getattr(cfg, name, None):
+            return name
     rope = getattr(model.model.rotary_emb, "rope_type", "default")
-    if rope not in _POSITION_ONLY_ROPE:
-        return f"rope type {rope}"
+    kinds = set(rope.values()) if isinstance(rope, dict) else {rope}
+    if kinds - _POSITION_ONLY_ROPE:
+        return f"rope type {sorted(kinds - _POSITION_ONLY_ROPE)}"
     return None
 
 
+def _layer_types(cfg) -> list[str]:
+    return list(getattr(cfg, "layer_types", None) or [FULL] * cfg.num_hidden_layers)
+
+
 class SlotDecoder:
-    """Prefills and decodes sequences held in cache slots; one thread only (the engine's)."""
+    """Prefills and decodes sequences held in cache slots; one thread only (the engine's).
+
+    Layers are llama's (norm, attention, residual, norm, MLP, residual) or Gemma 3's "sandwich" (each block's
+    output normed again before the residual; some layers attend within a sliding window, with their own
+    rotary table); the layer's own norm modules run, so their arithmetic is the model's."""
 
     def __init__(self, model, max_rows: int, context: int):
         self.model, self.max_rows, self.context = model, max_rows, context
-        inner = model.model
+        inner, cfg = model.model, model.config
         self.layers = list(inner.layers)
         self.embed, self.norm, self.head, self.rotary = inner.embed_tokens, inner.norm, model.lm_head, inner.rotary_emb
+        self.kinds = _layer_types(cfg)
+        self.window = getattr(cfg, "sliding_window", None) if SLIDING in self.kinds else None
+        self.sandwich = hasattr(self.layers[0], "pre_feedforward_layernorm")
+        self._typed_rotary = "layer_type" in inspect.signature(self.rotary.forward).parameters
         attn = self.layers[0].self_attn
         self.head_dim = attn.head_dim
-        self.n_heads = model.config.num_attention_heads
-        self.n_kv = model.config.num_key_value_heads
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
         self.scale = attn.scaling
         self.qk_norm = hasattr(attn, "q_norm")
         p = self.embed.weight
@@ -63,7 +83,7 @@ class SlotDecoder:
         self.keys: list[torch.Tensor] = []  # per layer [rows, kv heads, capacity, head dim]
         self.values: list[torch.Tensor] = []
         self.rows = self.capacity = 0
-        self._cos = self._sin = None  # [positions, head dim]
+        self._tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer type -> cos, signed sin
 
     # --- the cache
     def reserve(self, rows: int, length: int) -> None:
@@ -82,12 +102,17 @@ class SlotDecoder:
                     grown[: self.rows, :, : self.capacity] = kept
                 store.append(grown)
         self.rows, self.capacity = new_rows, new_cap
-        if self._cos is None or self._cos.shape[0] < new_cap:
-            positions = torch.arange(new_cap, device=self.device)[None]
-            cos, sin = self.rotary(self.embed.weight[:1], positions)
-            half = self.head_dim // 2
+        if not self._tables or next(iter(self._tables.values()))[0].shape[0] < new_cap:
+            self._make_tables(new_cap)
+
+    def _make_tables(self, length: int) -> None:
+        positions = torch.arange(length, device=self.device)[None]
+        half = self.head_dim // 2
+        for kind in set(self.kinds):
+            extra = (kind,) if self._typed_rotary else ()
+            cos, sin = self.rotary(self.embed.weight[:1], positions, *extra)
             # rotate_half(x) * sin == roll(x, half) * sin with the first half's sign flipped (exactly)
-            self._cos, self._sin = cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
+            self._tables[kind] = cos[0], torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
 
     def release(self) -> None:
         """Give the cache's memory back (nothing is running)."""
@@ -113,19 +138,20 @@ class SlotDecoder:
     def prefill(self, row: int, ids: list[int], start: int) -> torch.Tensor:
         """Run `ids` at positions start.. of row `row` (positions before `start` already cached); the last
         position's logits [vocab]."""
-        n = len(ids)
-        end = start + n
+        end = start + len(ids)
         tokens = torch.tensor([ids], device=self.device)
-        cos, sin = self._cos[start:end][None, None], self._sin[start:end][None, None]
-        key_pos = torch.arange(end, device=self.device)
-        mask = (key_pos[None, :] <= torch.arange(start, end, device=self.device)[:, None])[None, None]
+        queries = torch.arange(start, end, device=self.device)
+        rotary = {kind: (cos[start:end][None, None], sin[start:end][None, None])
+                  for kind, (cos, sin) in self._tables.items()}
+        masks = self._masks(queries[:, None], end)
+        masks = {kind: m[None, None] for kind, m in masks.items()}
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             self.keys[i][row, :, start:end] = k[0]
             self.values[i][row, :, start:end] = v[0]
             return self.keys[i][row:row + 1, :, :end], self.values[i][row:row + 1, :, :end]
 
-        return self._forward(tokens, cos, sin, mask, write)[0]
+        return self._forward(tokens, rotary, masks, write)[0]
 
     @torch.no_grad()
     def decode(self, ids: list[int], positions: list[int]) -> torch.Tensor:
@@ -134,8 +160,8 @@ class SlotDecoder:
         tokens = torch.tensor(ids, device=self.device)[:, None]
         pos = torch.tensor(positions, device=self.device)
         width = max(positions) + 1
-        cos, sin = self._cos[pos][:, None, None], self._sin[pos][:, None, None]
-        mask = (torch.arange(width, device=self.device)[None, :] <= pos[:, None])[:, None, None]
+        rotary = {kind: (cos[pos][:, None, None], sin[pos][:, None, None]) for kind, (cos, sin) in self._tables.items()}
+        masks = {kind: m[:, None, None] for kind, m in self._masks(pos[:, None], width).items()}
         rows = torch.arange(b, device=self.device)
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,30 +169,42 @@ class SlotDecoder:
             self.values[i][rows, :, pos] = v[:, :, 0]
             return self.keys[i][:b, :, :width], self.values[i][:b, :, :width]
 
-        return self._forward(tokens, cos, sin, mask, write)
+        return self._forward(tokens, rotary, masks, write)
 
-    def _forward(self, tokens, cos, sin, mask, write) -> torch.Tensor:
+    def _masks(self, queries: torch.Tensor, width: int) -> dict[str, torch.Tensor]:
+        """Which keys each query sees, per layer type: the ones up to it (and, sliding, within the window)."""
+        keys = torch.arange(width, device=self.device)[None, :]
+        causal = keys <= queries
+        masks = {FULL: causal}
+        if self.window:
+            masks[SLIDING] = causal & (keys > queries - self.window)
+        return masks
+
+    def _forward(self, tokens, rotary, masks, write) -> torch.Tensor:
         b, t = tokens.shape
         x = self.embed(tokens)
         gqa = self.n_heads != self.n_kv
         half = self.head_dim // 2
-        for i, layer in enumerate(self.layers):
+        for i, (layer, kind) in enumerate(zip(self.layers, self.kinds)):
             attn = layer.self_attn
-            h = _rms(x, layer.input_layernorm)
+            h = layer.input_layernorm(x)
             q = attn.q_proj(h).view(b, t, -1, self.head_dim)
             k = attn.k_proj(h).view(b, t, -1, self.head_dim)
             v = attn.v_proj(h).view(b, t, -1, self.head_dim).transpose(1, 2)
             if self.qk_norm:
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
+            cos, sin = rotary[kind]
             q = q * cos + q.roll(half, -1) * sin
             k = k * cos + k.roll(half, -1) * sin
             keys, values = write(i, k, v)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=gqa)
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
-            x = x + layer.mlp(_rms(x, layer.post_attention_layernorm))
-        return self.head(_rms(x[:, -1], self.norm))
-
-
-def _rms(x: torch.Tensor, norm) -> torch.Tensor:
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=masks[kind], scale=self.scale,
+                                                 enable_gqa=gqa)
+            out = attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+            if self.sandwich:
+                x = x + layer.post_attention_layernorm(out)
+                x = x + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(x)))
+            else:
+                x = x + out
+                x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.head(self.norm(x[:, -1]))
