@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import chat_row, cli, toy_rows, write_jsonl
 
 
@@ -24,15 +25,42 @@ def test_generate_writes_one_line_per_row_in_order(tiny_model, tmp_path):
     assert written[0]["output"] != rows[0]["messages"][-1]["content"]
 
 
-def test_generate_matches_one_by_one_greedy(tiny_model):
-    """Batching with left padding must not change greedy answers."""
+def test_generate_matches_one_by_one_greedy_and_streams_the_same_text(tiny_model):
+    """Continuous batching (a window of 2 over 4 prompts: rows join as others finish) must not change greedy
+    answers, nor their order; progress counts finished rows; streaming gives the same text in pieces."""
     from tuneforge.inference.generate import Generator, Prompt, SamplingParams
 
-    gen = Generator(str(tiny_model))
-    prompts = [Prompt([{"role": "user", "content": text}]) for text in ("hi", "tell me a longer story about cats")]
+    texts = ("hi", "tell me a longer story about cats", "2+2?", "a " * 40)
+    prompts = [Prompt([{"role": "user", "content": text}]) for text in texts]
     params = SamplingParams(max_new_tokens=8)
-    batched = gen.complete(prompts, params, batch_size=2)
-    assert batched == [gen.complete([p], params)[0] for p in prompts]
+    events = []
+    with Generator(str(tiny_model), max_batch=4) as gen:
+        batched = gen.complete(prompts, params, batch_size=2, on_event=events.append)
+        assert batched == [gen.complete([p], params)[0] for p in prompts]
+        assert "".join(gen.stream(prompts[1], params)) == batched[1]
+    assert [(e.kind, e.step, e.total) for e in events] == [("start", 0, 4)] + [("progress", i, 4) for i in range(1, 5)]
+
+
+def test_generation_errors_are_raised_and_a_closed_generator_says_so(tiny_model, tmp_path):
+    """An adapter the engine cannot load fails the call with the engine's reason (not a hang); closing frees
+    the model."""
+    from peft import LoraConfig
+
+    from tuneforge.inference.generate import GenerationError, Generator, Prompt, SamplingParams
+
+    adapter = tmp_path / "broken-adapter"
+    LoraConfig(r=4, target_modules=["q_proj"], base_model_name_or_path=str(tiny_model)).save_pretrained(adapter)
+    (adapter / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    prompt, params = Prompt([{"role": "user", "content": "hi"}]), SamplingParams(max_new_tokens=4)
+    gen = Generator(str(tiny_model), adapter=str(adapter))
+    with pytest.raises(GenerationError, match="prompt 1 of 2: the model's adapter did not load"):
+        gen.complete([prompt, prompt], params)
+    with pytest.raises(GenerationError, match="adapter did not load"):
+        list(gen.stream(prompt, params))
+    gen.close()
+    assert gen.engine.model is None
+    with pytest.raises(GenerationError, match="closed"):
+        gen.complete([prompt], params)
 
 
 def test_chat_one_shot_and_bad_adapter(tiny_model, tmp_path):

@@ -54,9 +54,8 @@ def run_demo(
     rows = task.load_test_rows(test_file, test_limit)
 
     on_event(Event("message", f"scoring the base model on {len(rows)} test rows"))
-    base = Generator(model, on_event=on_event)
-    before = task.evaluate(base, rows, on_event=on_event).score
-    del base
+    with Generator(model, on_event=on_event) as base:
+        before = task.evaluate(base, rows, on_event=on_event).score
 
     out = paths.data_dir() / "runs" / f"demo-{train_file.parent.name}-{datetime.now():%Y%m%d-%H%M%S}"
     cfg = TrainConfig(model=model, data=train_file, out=out, **train_overrides)
@@ -66,8 +65,8 @@ def run_demo(
     seconds = time.perf_counter() - t0
 
     on_event(Event("message", "scoring the fine-tuned model"))
-    tuned = Generator(model, adapter=str(out), on_event=on_event)
-    after = task.evaluate(tuned, rows, on_event=on_event).score
+    with Generator(model, adapter=str(out), on_event=on_event) as tuned:
+        after = task.evaluate(tuned, rows, on_event=on_event).score
     demo = DemoResult(before, after, out, seconds, report.stats.examples, result.steps)
     (out / "demo.json").write_text(json.dumps({
         "model": model, "train_file": str(train_file), "test_file": str(test_file), "test_rows": len(rows),

@@ -16,10 +16,10 @@ ModelOpt = Annotated[str, Opt(help="Model: registry name, model folder, adapter 
 AdapterOpt = Annotated[str | None, Opt(help="Adapter folder to apply to --model.")]
 
 
-def _generator(model: str, adapter: str | None):
+def _generator(model: str, adapter: str | None, max_batch: int = 32):
     from tuneforge.inference.generate import Generator
 
-    return Generator(model, adapter, on_event=lambda e: console.print(f"[dim]{e.message}[/dim]"))
+    return Generator(model, adapter, on_event=lambda e: console.print(f"[dim]{e.message}[/dim]"), max_batch=max_batch)
 
 
 @app.command()
@@ -35,22 +35,22 @@ def chat(
     use(data_dir)
     from tuneforge.inference.generate import Prompt, SamplingParams
 
-    gen = _generator(model, adapter)
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature)
     messages = [{"role": "system", "content": system}] if system else []
-    while True:
-        text = prompt if prompt is not None else _ask()
-        if not text:
-            return
-        messages.append({"role": "user", "content": text})
-        answer = ""
-        for piece in gen.stream(Prompt(messages), params):
-            answer += piece
-            out.print(piece, end="", highlight=False, markup=False)
-        out.print()
-        messages.append({"role": "assistant", "content": answer})
-        if prompt is not None:
-            return
+    with _generator(model, adapter) as gen:
+        while True:
+            text = prompt if prompt is not None else _ask()
+            if not text:
+                return
+            messages.append({"role": "user", "content": text})
+            answer = ""
+            for piece in gen.stream(Prompt(messages), params):
+                answer += piece
+                out.print(piece, end="", highlight=False, markup=False)
+            out.print()
+            messages.append({"role": "assistant", "content": answer})
+            if prompt is not None:
+                return
 
 
 def _ask() -> str:
@@ -68,10 +68,11 @@ def generate(
     adapter: AdapterOpt = None,
     max_tokens: Annotated[int, Opt(help="Most tokens per answer.")] = 256,
     temperature: Annotated[float, Opt(help="0 for greedy.")] = 0.0,
-    batch_size: Annotated[int, Opt(help="Prompts per batch.")] = 16,
+    batch_size: Annotated[int, Opt(min=1, help="Most prompts generating at once (a finished one makes room for "
+                                          "the next).")] = 16,
     data_dir: DataDir = None,
 ) -> None:
-    """Answer every row of a file in batches; writes one line per input row, in order."""
+    """Answer every row of a file, batched continuously; writes one line per input row, in order."""
     use(data_dir)
     from tuneforge.data.validate import raise_if_invalid, validate_file
     from tuneforge.inference.generate import Prompt, SamplingParams, drop_final_answer
@@ -79,11 +80,10 @@ def generate(
     report = validate_file(data, prompts=True)
     raise_if_invalid(report)
     rows = [row for _line, row in report.rows]
-    gen = _generator(model, adapter)
     prompts = [Prompt(drop_final_answer(r["messages"]), r.get("tools")) for r in rows]
-    with ProgressBar("generating") as bar:
+    with _generator(model, adapter, max_batch=batch_size) as gen, ProgressBar("generating") as bar:
         outputs = gen.complete(prompts, SamplingParams(max_new_tokens=max_tokens, temperature=temperature),
-                               batch_size, on_event=bar)
+                               on_event=bar)
     tmp = out_file.with_name(out_file.name + ".tmp")
     with open(tmp, "w") as f:
         for row, text in zip(rows, outputs):

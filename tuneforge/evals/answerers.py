@@ -9,7 +9,7 @@ the platform has:
   wrong, instead of stopping the run forever; any other failure (bad key, endpoint down after the retries)
   stops the run, which resumes later from its cache.
 - `generator_answerer`: a model loaded in this process (`tuneforge.inference.generate.Generator`: a registry
-  base, an adapter, a checkpoint folder), prompts batched by length.
+  base, an adapter, a checkpoint folder), prompts batched continuously by its engine.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def client_answerer(client: OpenAIChatClient, *, concurrency: int = 8) -> Answer
     return answer
 
 
-def generator_answerer(generator: Any, *, batch_size: int = 16) -> AnswerFn:
-    """Answers from a model loaded in this process (a `Generator`), in length-sorted batches."""
+def generator_answerer(generator: Any, *, batch_size: int | None = None) -> AnswerFn:
+    """Answers from a model loaded in this process (a `Generator`): at most `batch_size` generating at once
+    (default: its engine's batch)."""
 
     def answer(prompts: list[dict], sampling: Sampling) -> Sequence[Any]:
         from tuneforge.inference.generate import Prompt, SamplingParams

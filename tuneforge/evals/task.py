@@ -33,7 +33,7 @@ def answer_budget(tokenizer, references: list[str]) -> int:
 
 
 def evaluate(
-    generator: Generator, rows: list[dict], *, batch_size: int = 16, max_new_tokens: int | None = None,
+    generator: Generator, rows: list[dict], *, batch_size: int | None = None, max_new_tokens: int | None = None,
     on_event: Callback = ignore,
 ) -> EvalResult:
     references = [reference_answer(row) for row in rows]
