@@ -26,6 +26,7 @@ from tuneforge.evals.runner import Candidate, Sampling
 ANSWERS = "answers"
 COLUMN = "column:"
 UPSTREAM_CONCURRENCY = 8
+LOCAL_CHUNK = 64  # rows handed to a local model at once: its engine batches them continuously
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Models:
         local = self.locate(name)
         if local is not None:
             return Candidate(name, answer=self._local_answers(local), sampling=sampling,
-                             cache_id=local.cache_id or name)
+                             cache_id=local.cache_id or name, batch_size=LOCAL_CHUNK)
         self.check([name])
         client = OpenAIChatClient.from_upstreams(target, self.upstreams)
         return Candidate(name, answer=client_answerer(client, concurrency=UPSTREAM_CONCURRENCY), sampling=sampling,
