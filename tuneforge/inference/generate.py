@@ -60,7 +60,7 @@ class Generator:
     thread is a daemon: it never keeps a process alive."""
 
     def __init__(self, model: str, adapter: str | None = None, device: str | None = None, on_event: Callback = ignore,
-                 max_batch: int = 32):
+                 max_batch: int = 32, quantize: str | None = None):
         ref = registry.resolve(model, lambda m: on_event(Event("message", m)))
         if adapter and ref.adapter:
             raise UserError(f"{model} is already an adapter: pass it as --model or as --adapter, not both")
@@ -70,7 +70,7 @@ class Generator:
             if adapter_ref.adapter is None:
                 raise UserError(f"{adapter} is not an adapter folder (no adapter_config.json)")
             self.adapter = adapter_ref.adapter
-        self.engine = Engine(ref.base, device=device, max_batch=max_batch, max_adapters=1)
+        self.engine = Engine(ref.base, device=device, max_batch=max_batch, max_adapters=1, quantize=quantize)
         self.tokenizer = self.engine.tokenizer
         # Also run at exit: a daemon thread still alive when the interpreter ends sometimes aborts it (rc 134).
         self._close = weakref.finalize(self, self.engine.close)
