@@ -3,15 +3,17 @@
 PEFT can run a mixed-adapter batch (`adapter_names=`), but it loops over the adapters in every LoRA layer
 (index the rows, two matmuls, scatter back), so its cost grows with the number of adapters in a batch; on
 small models that per-op overhead is of the order of the base model's own work. Here every targeted linear
-layer keeps all loaded adapters side by side: A stacked as [slots x rank, in], B (with the adapter's
-scaling folded in) as [out, slots x rank]. One forward computes
+layer keeps all loaded adapters side by side, transposed for the matmuls: A as [in, slots x rank], B (with
+the adapter's scaling folded in) as [slots x rank, out]. One forward computes
 
-    y = base(x) + ((x @ A_all.T) * row_mask) @ B_all.T
+    y = base(x) + ((x @ A_all) * row_mask) @ B_all
 
 where row_mask (one per batch, shared by every layer) keeps, for each row, only its own adapter's rank
 block (all zeros for rows on the base model). Extra compute is batch x slots x rank x (in + out) per layer,
 small next to the base layer; the number of ops does not grow with the number of adapters. (This is the
-dense form of the segmented-gather kernels of Punica / S-LoRA, which suit GPUs with many adapters.)
+dense form of the segmented-gather kernels of Punica / S-LoRA, which suit GPUs with many adapters.) When
+every row of a batch uses the same adapter (an eval, one client), that adapter's own A and B are used with
+no mask: two matmuls and an add.
 
 Reads PEFT adapter folders (adapter_config.json + adapter_model.safetensors) of plain LoRA on linear layers.
 """
@@ -60,17 +62,22 @@ class _LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, owner: MultiLoRA):
         super().__init__()
         self.base, self.owner = base, [owner]  # a list, so the owner is not registered as a submodule
-        self.a: torch.Tensor | None = None  # [slots * rank, in]
-        self.b: torch.Tensor | None = None  # [out, slots * rank]
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.a: torch.Tensor | None = None  # [in, slots * rank]: every slot's A, transposed
+        self.b: torch.Tensor | None = None  # [slots * rank, out]: every slot's B (scaled), transposed
+        self.per_slot: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # the same, one slot's own
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         owner = self.owner[0]
+        if owner.single is not None:  # every row on one adapter: its own A and B, no mask
+            pair = self.per_slot[owner.single]
+            return y if pair is None else y + (x @ pair[0]) @ pair[1]
         if owner.mask is None or self.a is None:
             return y
         width = owner.mask.shape[1]  # only the slots in use this batch (they come first)
-        low = (x @ self.a[:width].T) * (owner.mask if x.dim() == 2 else owner.mask.unsqueeze(1))
-        return y + low @ self.b[:, :width].T
+        low = (x @ self.a[:, :width]) * (owner.mask if x.dim() == 2 else owner.mask.unsqueeze(1))
+        return y + low @ self.b[:width]
 
 
 class MultiLoRA:
@@ -83,6 +90,7 @@ class MultiLoRA:
         self.layers: dict[str, _LoRALinear] = {}
         self.rank = 0
         self.mask: torch.Tensor | None = None
+        self.single: int | None = None  # the slot every row of this batch uses, when they all use one
         p = next(model.parameters())
         self.dtype, self.device = p.dtype, p.device
 
@@ -111,6 +119,13 @@ class MultiLoRA:
         """Within the block, batch row i goes through adapter names[i] (None: the base model alone)."""
         if all(n is None for n in names) or not self.rank:
             yield
+            return
+        if all(n == names[0] for n in names):
+            self.single = self.names.index(names[0])
+            try:
+                yield
+            finally:
+                self.single = None
             return
         used = max(self.names.index(n) for n in names if n is not None) + 1
         mask = torch.zeros(len(names), used * self.rank, dtype=self.dtype, device=self.device)
@@ -144,12 +159,15 @@ class MultiLoRA:
         r = self.rank
         for module, layer in self.layers.items():
             base = layer.base
-            a = torch.zeros(self.slots * r, base.in_features, dtype=self.dtype, device=self.device)
-            b = torch.zeros(base.out_features, self.slots * r, dtype=self.dtype, device=self.device)
+            a = torch.zeros(base.in_features, self.slots * r, dtype=self.dtype, device=self.device)
+            b = torch.zeros(self.slots * r, base.out_features, dtype=self.dtype, device=self.device)
+            layer.per_slot = []
             for s, name in enumerate(self.names):
                 if name is None or module not in self.adapters[name].weights:
+                    layer.per_slot.append(None)
                     continue
                 wa, wb = self.adapters[name].weights[module]
-                a[s * r:s * r + wa.shape[0]] = wa
-                b[:, s * r:s * r + wb.shape[1]] = wb
+                a[:, s * r:s * r + wa.shape[0]] = wa.T
+                b[s * r:s * r + wb.shape[1]] = wb.T
+                layer.per_slot.append((wa.T.contiguous(), wb.T.contiguous()))
             layer.a, layer.b = a, b
