@@ -31,6 +31,20 @@ def test_demo_learns_email_extraction_and_the_eval_says_so_with_a_served_judge(d
     assert after >= 0.8, result
     assert after >= 4 * before, result
 
+    # serving the fine-tune with 4-bit weights (`serve --quantize int4`) keeps its exact match within the CI
+    from tuneforge.evals.exact import answers_match
+    from tuneforge.evals.stats import mean_ci
+    from tuneforge.evals.task import evaluate, load_test_rows
+    from tuneforge.inference.generate import Generator
+
+    rows = load_test_rows(ROOT / "examples/email_extraction/test.jsonl", 30)
+    with Generator("smollm2-135m-instruct", adapter=str(result_file.parent), quantize="int4") as g:
+        int4 = evaluate(g, rows)
+    per_row = [float(answers_match(p, r)) for p, r in zip(int4.predictions, int4.references)]
+    assert abs(int4.score.exact_match - after) <= 1 / 30 + 1e-9, (int4.score, after)  # at most one row differs
+    ci = mean_ci(per_row)
+    assert ci["ci_low"] <= after <= ci["ci_high"], (ci, after)
+
     out = tmp_path / "report.json"
     judge = {"type": "judge", "model": "smollm2-135m-instruct", "max_tokens": 48, "concurrency": 8}
     cli("evals", "run", "--data", str(ROOT / "examples/email_extraction/test.jsonl"), "--limit", "12",

@@ -75,6 +75,15 @@ def apply(model: nn.Module, mode: str) -> int:
     for name, linear in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        use = cls if linear.in_features % INT4_GROUP == 0 else Fp16Linear
-        setattr(parent, attr, use(linear))
+        setattr(parent, attr, _replace(cls, linear))
     return len(targets)
+
+
+def _replace(cls, linear: nn.Linear) -> nn.Module:
+    """The low-bit layer; fp16 where the 4-bit kernel does not take the shape (it wants whole groups)."""
+    if cls is Int4Linear and linear.in_features % INT4_GROUP == 0:
+        try:
+            return Int4Linear(linear)
+        except RuntimeError:
+            pass
+    return Fp16Linear(linear)
