@@ -6,6 +6,7 @@ from tuneforge.cli import (  # noqa: F401
     datasets_cmd,
     demo_cmd,
     evals_cmd,
+    export_cmd,
     infer_cmd,
     keys_cmd,
     logs_cmd,

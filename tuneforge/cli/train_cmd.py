@@ -1,4 +1,4 @@
-"""`tuneforge train` and `tuneforge export`.
+"""`tuneforge train` (`tuneforge export` is in export_cmd.py).
 
 `train`'s options are TrainConfig's fields, built here from the pydantic model (flag, type, default, help):
 an option added to TrainConfig is a flag of `tuneforge train` with nothing to write here.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -117,20 +116,3 @@ def _flag(name: str) -> str:
 train.__signature__ = inspect.Signature(_parameters())
 app.command()(train)
 
-
-@app.command()
-def export(
-    adapter: Annotated[str, typer.Argument(help="Adapter folder (or model) to export.")],
-    out_dir: Annotated[Path, Opt("--out", help="Folder for the standalone model.")],
-    merge: Annotated[bool, Opt(help="Merge the adapter into its base (required for now).")] = True,
-    dtype: Annotated[str, Opt(help="bf16, fp16 or fp32.")] = "bf16",
-    data_dir: DataDir = None,
-) -> None:
-    """Write a standalone Hugging Face model folder (adapter merged into its base)."""
-    use(data_dir)
-    if not merge:
-        raise UserError("export writes a merged model: pass --merge (an adapter folder is already portable as is)")
-    from tuneforge.models.export import export_merged
-
-    path = export_merged(adapter, out_dir, dtype, on_event=lambda e: out.print(f"[dim]{e.message}[/dim]"))
-    out.print(f"standalone model in {path}")
