@@ -69,7 +69,13 @@ async def run_load(url: str, key: str, model: str, clients: int, per_client: int
 
 
 def measure(name: str, url: str, key: str, model: str, args) -> dict:
-    asyncio.run(run_load(url, key, model, 1, 2, 8))  # warm up: load the model, first allocations
+    for _ in range(20):  # warm up: load the model, first allocations (a server may still be starting)
+        try:
+            asyncio.run(run_load(url, key, model, 1, 2, 8))
+            break
+        except Exception as exc:  # noqa: BLE001 - connection refused or reset while the server starts
+            print(f"{name}: not ready ({type(exc).__name__}), retrying", file=sys.stderr)
+            time.sleep(2)
     single = asyncio.run(run_load(url, key, model, 1, args.single_requests, args.max_tokens))
     print(f"{name} single stream: {single}", file=sys.stderr, flush=True)
     many = asyncio.run(run_load(url, key, model, args.clients, args.requests_per_client, args.max_tokens))

