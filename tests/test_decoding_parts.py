@@ -73,3 +73,50 @@ def test_text_streams_like_decoding_the_whole_answer(smollm2_tokenizer):
     for t in tok("🎉", add_special_tokens=False)["input_ids"][:1]:  # an answer cut mid-character
         assert cut.add(t) == ""
     assert cut.flush() == tok.decode(tok("🎉", add_special_tokens=False)["input_ids"][:1])
+
+
+def test_the_cache_grows_in_length_without_growing_in_rows(tiny_model):
+    from tuneforge.inference.decoder import SlotDecoder
+    from tuneforge.models.loading import load_model
+
+    dec = SlotDecoder(load_model(str(tiny_model)).eval(), max_rows=8, context=1024)
+    dec.reserve(1, 10)
+    dec.prefill(0, [1, 2, 3], 0)
+    kept = dec.keys[0][0, :, :3].clone()
+    dec.reserve(1, 600)
+    assert (dec.rows, dec.capacity) == (1, 768) and torch.equal(dec.keys[0][0, :, :3], kept)
+    dec.reserve(3, 600)
+    assert dec.rows == 3
+    dec.reserve(3, 5000)  # never past the context
+    assert dec.capacity == 1024
+
+
+def test_an_adapter_that_fails_to_load_leaves_the_loaded_ones_working(tiny_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from tuneforge.errors import UserError
+    from tuneforge.inference.multi_lora import MultiLoRA
+    from tuneforge.models.loading import load_model
+
+    def adapter(name: str, modules: list[str]):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text('{"peft_type": "LORA", "lora_alpha": 8}')
+        state = {}
+        for m in modules:
+            key = f"base_model.model.{m}"
+            state[f"{key}.lora_A.weight"] = torch.randn(4, 64)
+            state[f"{key}.lora_B.weight"] = torch.randn(64 if "q_proj" in m else 32, 4)
+        save_file(state, str(folder / "adapter_model.safetensors"))
+        return folder
+
+    model = load_model(str(tiny_model)).eval()
+    lora = MultiLoRA(model, slots=2)
+    lora.load("good", adapter("good", ["model.layers.0.self_attn.q_proj"]))
+    with pytest.raises(UserError, match="no layer"):  # layer 0's k_proj is fine, layer 99 does not exist
+        lora.load("bad", adapter("bad", ["model.layers.0.self_attn.k_proj", "model.layers.99.self_attn.q_proj"]))
+    x = torch.randn(1, 3, 64)
+    with lora.rows(["good"]):
+        with_adapter = model.model.layers[0].self_attn.q_proj(x)
+    assert not isinstance(model.model.layers[0].self_attn.k_proj, type(model.model.layers[0].self_attn.q_proj))
+    assert not torch.allclose(with_adapter, model.model.layers[0].self_attn.q_proj.base(x))

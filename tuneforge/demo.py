@@ -66,11 +66,12 @@ def run_demo(
 
     on_event(Event("message", "scoring the fine-tuned model"))
     with Generator(model, adapter=str(out), on_event=on_event) as tuned:
-        after = task.evaluate(tuned, rows, on_event=on_event).score
+        tuned_eval = task.evaluate(tuned, rows, on_event=on_event)
+    after = tuned_eval.score
     demo = DemoResult(before, after, out, seconds, report.stats.examples, result.steps)
     (out / "demo.json").write_text(json.dumps({
         "model": model, "train_file": str(train_file), "test_file": str(test_file), "test_rows": len(rows),
         "before": asdict(before), "after": asdict(after), "train_seconds": round(seconds, 1),
-        "train_examples": demo.train_examples, "steps": demo.steps,
+        "train_examples": demo.train_examples, "steps": demo.steps, "predictions_after": tuned_eval.predictions,
     }, indent=2))
     return demo

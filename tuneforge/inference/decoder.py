@@ -88,9 +88,10 @@ class SlotDecoder:
     # --- the cache
     def reserve(self, rows: int, length: int) -> None:
         """Room for `rows` sequences of up to `length` positions (grows; what is stored is kept)."""
+        length = min(length, self.context)
         if rows <= self.rows and length <= self.capacity:
             return
-        new_rows = min(self.max_rows, max(rows, 2 * self.rows))
+        new_rows = self.rows if rows <= self.rows else min(self.max_rows, max(rows, 2 * self.rows))
         new_cap = min(self.context, -(-max(length, self.capacity) // _BLOCK) * _BLOCK)
         shape = (new_rows, self.n_kv, new_cap, self.head_dim)
         for store in (self.keys, self.values):

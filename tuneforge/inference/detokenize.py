@@ -5,7 +5,8 @@ Here only a short window is decoded: the tokens since the last piece of text tha
 same window without the newest token; the difference is the new text. Decoding both from the same first
 token keeps what tokenizers do at the start of a decode (SentencePiece drops a leading space) out of the
 difference. A window ending in half of a multi-byte character (U+FFFD) waits for the next token. This is
-the scheme vLLM and TGI use.
+the scheme vLLM and TGI use. Tokenization-space clean-up (" ?" -> "?") is off: it would change a window's
+text after the fact.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ class TextStream:
     def add(self, token: int) -> str:
         """Append a token; the text it completes (often empty, e.g. mid-character)."""
         self.tokens.append(token)
-        before = self.tokenizer.decode(self.tokens[self._prefix:self._read], skip_special_tokens=self.skip)
-        after = self.tokenizer.decode(self.tokens[self._prefix:], skip_special_tokens=self.skip)
+        before = self._decode(self.tokens[self._prefix:self._read])
+        after = self._decode(self.tokens[self._prefix:])
         if len(after) <= len(before) or after.endswith("\ufffd"):
             return ""
         new = after[len(before):]
@@ -35,9 +36,12 @@ class TextStream:
         """At the end: whatever is still held back (a dangling partial character decodes as U+FFFD)."""
         if self._read == len(self.tokens):
             return ""
-        before = self.tokenizer.decode(self.tokens[self._prefix:self._read], skip_special_tokens=self.skip)
-        after = self.tokenizer.decode(self.tokens[self._prefix:], skip_special_tokens=self.skip)
+        before = self._decode(self.tokens[self._prefix:self._read])
+        after = self._decode(self.tokens[self._prefix:])
         new = after[len(before):]
         self.text += new
         self._read = len(self.tokens)
         return new
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=self.skip, clean_up_tokenization_spaces=False)

@@ -154,6 +154,8 @@ class Engine:
         self.held = 0  # requests being prepared for this engine (the server's `Engines` counts them)
         self._grammars = None
         self.steps = 0
+        # read here, on the caller's thread: a new thread starts from whatever count a thread set last
+        self._threads = torch.get_num_threads()
         self._thread = threading.Thread(target=self._loop, name="tuneforge-engine", daemon=True)
         self._thread.start()
 
@@ -184,9 +186,11 @@ class Engine:
 
     def close(self) -> None:
         """Stop the loop (what is in flight gets finish_reason "cancelled") and let go of the model's memory."""
+        if self.batch is None:  # closed already
+            return
         self._closed = True
         self._inbox.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join()  # the step under way ends first (the loop checks `_closed` between steps)
         while True:  # what arrived after the loop's last look
             try:
                 item = self._inbox.get_nowait()
@@ -220,7 +224,6 @@ class Engine:
 
     # --- the loop (engine thread)
     def _loop(self) -> None:
-        self._threads = torch.get_num_threads()
         while not self._closed:
             try:
                 self._drain_inbox(block=not self._running and not self._waiting)
@@ -321,6 +324,7 @@ class Engine:
     def _run_scores(self) -> None:
         """Score every queued prompt, those on one adapter together in right-padded batches."""
         todo, self._scores = self._scores, []
+        self._use_threads(sum(len(item.token_ids) for item in todo))
         by_adapter: dict = {}
         for item in todo:
             by_adapter.setdefault(item.adapter, []).append(item)
@@ -396,22 +400,23 @@ class Engine:
         """Prefill together; if that fails, one by one, so only the request that breaks it fails. The running
         batch is only touched once a prefill has succeeded."""
         try:
-            self._prefill(seqs)
-            return
+            logits = self._prefill(seqs)
         except Exception as exc:
             if len(seqs) == 1:
                 self._admitting.remove(seqs[0])
                 seqs[0].req.on_output(Delta(finish_reason="error", error=f"{type(exc).__name__}: {exc}"))
                 return
-        for seq in seqs:
-            self._prefill_isolated([seq])
-
-    def _prefill(self, seqs: list[_Seq]) -> None:
-        self._use_threads(sum(len(s.req.prompt_ids) for s in seqs))
-        logits = self.batch.add(seqs)
+            for seq in seqs:
+                self._prefill_isolated([seq])
+            return
         self._running.extend(seqs)
         self._admitting = [s for s in self._admitting if all(s is not t for t in seqs)]
         self._advance(seqs, logits, offset=len(self._running) - len(seqs))
+
+    def _prefill(self, seqs: list[_Seq]) -> torch.Tensor:
+        """Add `seqs` to the batch; their next-token logits."""
+        self._use_threads(sum(len(s.req.prompt_ids) for s in seqs))
+        return self.batch.add(seqs)
 
     # --- decoding
     def _decode_step(self) -> None:

@@ -98,8 +98,12 @@ class MultiLoRA:
         if None not in self.names:
             raise RuntimeError("no free adapter slot: unload one first")
         adapter = _Adapter(folder, self.dtype, self.device)
-        for module in adapter.weights:
-            self._wrap(module, folder)
+        targets = {m: self._target(m, folder) for m in adapter.weights if m not in self.layers}  # all checked first
+        for module, (parent, attr, base) in targets.items():  # so a bad adapter leaves no layer half-wrapped
+            wrapper = _LoRALinear(base, self)
+            wrapper.per_slot = [None] * self.slots
+            setattr(parent, attr, wrapper)
+            self.layers[module] = wrapper
         self.adapters[name] = adapter
         self.names[self.names.index(None)] = name
         self.rank = max(self.rank, adapter.rank)
@@ -139,9 +143,8 @@ class MultiLoRA:
         finally:
             self.mask = None
 
-    def _wrap(self, module: str, folder: Path) -> None:
-        if module in self.layers:
-            return
+    def _target(self, module: str, folder: Path):
+        """(parent, attribute, linear layer) for a module an adapter targets; UserError if it cannot be one."""
         parent_name, _, attr = module.rpartition(".")
         try:
             parent = self.model.get_submodule(parent_name)
@@ -150,9 +153,7 @@ class MultiLoRA:
             raise UserError(f"{folder}: the base model has no layer {module} (trained on another base?)") from None
         if not isinstance(base, nn.Linear) and not hasattr(base, "in_features"):  # or a quantize.py layer
             raise UserError(f"{folder}: {module} is not a linear layer; only LoRA on linear layers can be served")
-        wrapper = _LoRALinear(base, self)
-        setattr(parent, attr, wrapper)
-        self.layers[module] = wrapper
+        return parent, attr, base
 
     def _rebuild(self) -> None:
         """Restack every layer's A and B over the slots (on load and unload only, never per request)."""
