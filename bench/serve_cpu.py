@@ -56,7 +56,8 @@ def messages(i: int) -> list[dict]:
 async def run_load(url: str, key: str, model: str, clients: int, per_client: int, max_tokens: int) -> dict:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=3600)
+    # retries: a keep-alive connection that the server has just closed (llama-server does) is tried again
+    client = AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=2, timeout=3600)
 
     async def one_client(c: int) -> list[dict]:
         return [await one_request(client, model, messages(c * per_client + r), max_tokens) for r in range(per_client)]
@@ -89,7 +90,9 @@ def llama_cpp_server(args, gguf: Path, port: int) -> subprocess.Popen:
         env = {**os.environ, "LD_LIBRARY_PATH": str(Path(args.llama_server).resolve().parent)}
         cmd = [args.llama_server, "-m", str(gguf), "-t", str(args.threads), "-c", str(512 * args.clients),
                "-np", str(args.clients), "--no-webui", *common]
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = open(Path(tempfile.gettempdir()) / "serve_cpu_llama_server.log", "w")  # noqa: SIM115 - the server's life
+        print(f"llama-server log: {log.name}", file=sys.stderr)
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     cmd = [args.llama_python, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads", str(args.threads),
            "--n_ctx", "2048", "--interrupt_requests", "False", "--model_alias", "smollm2", *common]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

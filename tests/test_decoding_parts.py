@@ -38,6 +38,38 @@ def test_low_bit_layers_compute_what_float32_does(rows):
     assert 1e-4 < err < 0.2  # 4 bits lose something on arbitrary weights, but stay close
 
 
+@pytest.mark.parametrize("mode", [None, "fp16", "int4"])
+def test_joined_layers_give_each_members_output(mode):
+    from tuneforge.inference.joined import Joined, Part, join
+
+    torch.manual_seed(0)
+
+    def block() -> nn.Module:
+        b = nn.Module()
+        b.a, b.b, b.c = nn.Linear(64, 32, bias=False), nn.Linear(64, 16, bias=True), nn.Linear(64, 48)
+        return b
+
+    model = block()
+    x = torch.randn(2, 64)
+    want = [model.a(x), model.b(x), model.c(x)]
+    joined = join(model, model, ["a", "b", "c"], "abc")
+    assert isinstance(model.abc, Joined) and joined.names == ["a", "b", "c"] and joined.sizes == [32, 16, 48]
+    assert all(isinstance(getattr(model, n), Part) for n in "abc")
+    if mode:  # quantizing after joining swaps the one joined layer, and the parts follow it
+        assert quantize.apply(model, mode) == 1
+    got = model.abc(x).split([32, 16, 48], dim=-1)
+    for part, member in zip(got, want):
+        if mode is None:
+            assert torch.equal(part, member)  # the same dot products: stacking changes no arithmetic
+        else:
+            assert (part - member).abs().max() < {"fp16": 1e-3, "int4": 0.2}[mode] * member.abs().max()
+    assert torch.equal(model.b(x), got[1])  # a member called on its own is its slice
+    quantized = block()
+    quantize.apply(quantized, "fp16")
+    with pytest.raises(ValueError, match="before quantizing"):
+        join(quantized, quantized, ["a", "b"], "ab")
+
+
 def test_a_quantized_model_decodes_close_to_float32(tiny_model):
     from tuneforge.inference.decoder import SlotDecoder
     from tuneforge.models.loading import load_model
@@ -46,9 +78,9 @@ def test_a_quantized_model_decodes_close_to_float32(tiny_model):
     logits = {}
     for mode in (None, "fp16", "int4"):
         model = load_model(str(tiny_model)).eval()
+        dec = SlotDecoder(model, max_rows=2, context=64)  # joins q/k/v and gate/up, as the engine does first
         if mode:
-            assert quantize.apply(model, mode) == 4 * 7 + 1  # every linear layer, the LM head too
-        dec = SlotDecoder(model, max_rows=2, context=64)
+            assert quantize.apply(model, mode) == 4 * 4 + 1  # every linear layer (joined), the LM head too
         dec.reserve(1, len(prompt) + 2)
         first = dec.prefill(0, prompt, 0)
         second = dec.decode([int(first.argmax())], [len(prompt)])[0]
@@ -56,7 +88,7 @@ def test_a_quantized_model_decodes_close_to_float32(tiny_model):
     for mode, tolerance in (("fp16", 1e-4), ("int4", 0.1)):
         cos = torch.nn.functional.cosine_similarity(logits[mode], logits[None], dim=-1)
         assert cos.min() > 1 - tolerance, (mode, cos)
-    with pytest.raises(Exception, match="int8"):
+    with pytest.raises(Exception, match="int4"):
         quantize.apply(load_model(str(tiny_model)), "int8")
 
 

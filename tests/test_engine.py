@@ -12,14 +12,14 @@ from tuneforge.inference.engine import Delta, Engine, Params, Request
 from tuneforge.inference.sampling import safe_length, stop_index
 
 
-def random_adapter(base: Path, folder: Path, seed: int) -> Path:
+def random_adapter(base: Path, folder: Path, seed: int, rank: int = 4, targets="all-linear") -> Path:
     """A LoRA adapter with random (non-zero) weights, so it really changes the model's answers."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
-    peft = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    peft = get_peft_model(model, LoraConfig(r=rank, target_modules=targets, init_lora_weights=False))
     for name, p in peft.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
@@ -62,7 +62,9 @@ class Collector:
 @pytest.fixture(scope="module")
 def adapters(tiny_model, tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("adapters")
-    return [random_adapter(tiny_model, root / f"a{i}", seed=i) for i in range(3)]
+    # ranks differ, and one adapter leaves out some of the layers the decoder joins (k of q/k/v, gate of gate/up)
+    shapes = [(4, "all-linear"), (8, ["q_proj", "v_proj", "up_proj", "o_proj"]), (2, "all-linear")]
+    return [random_adapter(tiny_model, root / f"a{i}", seed=i, rank=r, targets=t) for i, (r, t) in enumerate(shapes)]
 
 
 @pytest.fixture(params=["slots", "padded"])

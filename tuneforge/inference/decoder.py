@@ -11,8 +11,10 @@ sequences started at different times must be left-padded to one width. Here:
   its place (`move`), and the engine reorders its list the same way;
 - the rotary tables come from the model's own rotary module once (so they are the same numbers), and one
   step is ~12 tensor ops per layer;
-- the layer's own modules do the matrix work (`q_proj`, `mlp`, the norms' weights), so what wraps or
-  replaces a linear layer (multi_lora's adapters, quantize's kernels) works here unchanged.
+- the layer's own modules do the matrix work, so what replaces a linear layer (quantize's kernels) works
+  here unchanged; q/k/v and the MLP's gate/up are joined into one layer each first (joined.py: fewer,
+  larger matrix calls; the decoder then runs the rotary embedding once over queries and keys together),
+  and multi_lora applies adapters to the joined layers.
 
 Covers llama, mistral (without a sliding window), qwen2, qwen3 and Gemma 3's text model (sliding-window
 layers, sandwich norms). Greedy decoding in float32 gives the same tokens as `model.generate`
@@ -26,6 +28,8 @@ import inspect
 
 import torch
 import torch.nn.functional as F
+
+from tuneforge.inference.joined import join
 
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
 _POSITION_ONLY_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that depend on the position alone
@@ -67,7 +71,7 @@ class SlotDecoder:
         self.model, self.max_rows, self.context = model, max_rows, context
         inner, cfg = model.model, model.config
         self.layers = list(inner.layers)
-        self.embed, self.norm, self.head, self.rotary = inner.embed_tokens, inner.norm, model.lm_head, inner.rotary_emb
+        self.embed, self.norm, self.rotary = inner.embed_tokens, inner.norm, inner.rotary_emb
         self.kinds = _layer_types(cfg)
         self.window = getattr(cfg, "sliding_window", None) if SLIDING in self.kinds else None
         self.sandwich = hasattr(self.layers[0], "pre_feedforward_layernorm")
@@ -80,6 +84,9 @@ class SlotDecoder:
         self.qk_norm = hasattr(attn, "q_norm")
         p = self.embed.weight
         self.dtype, self.device = p.dtype, p.device
+        for layer in self.layers:
+            join(model, layer.self_attn, ["q_proj", "k_proj", "v_proj"], "joined_qkv")
+            join(model, layer.mlp, ["gate_proj", "up_proj"], "joined_gate_up")
         self.keys: list[torch.Tensor] = []  # per layer [rows, kv heads, capacity, head dim]
         self.values: list[torch.Tensor] = []
         self.rows = self.capacity = 0
@@ -142,7 +149,7 @@ class SlotDecoder:
         end = start + len(ids)
         tokens = torch.tensor([ids], device=self.device)
         queries = torch.arange(start, end, device=self.device)
-        rotary = {kind: (cos[start:end][None, None], sin[start:end][None, None])
+        rotary = {kind: (cos[start:end][None, :, None], sin[start:end][None, :, None])
                   for kind, (cos, sin) in self._tables.items()}
         masks = self._masks(queries[:, None], end)
         masks = {kind: m[None, None] for kind, m in masks.items()}
@@ -163,11 +170,17 @@ class SlotDecoder:
         width = max(positions) + 1
         rotary = {kind: (cos[pos][:, None, None], sin[pos][:, None, None]) for kind, (cos, sin) in self._tables.items()}
         masks = {kind: m[:, None, None] for kind, m in self._masks(pos[:, None], width).items()}
+        if b == 1:  # one row sees every key it has (a mask costs a conversion per layer); a window still cuts
+            masks = {kind: None if kind == FULL or width <= self.window else m for kind, m in masks.items()}
         rows = torch.arange(b, device=self.device)
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            self.keys[i][rows, :, pos] = k[:, :, 0]
-            self.values[i][rows, :, pos] = v[:, :, 0]
+            if b == 1:  # a slice is cheaper than indexing by tensors
+                self.keys[i][0, :, width - 1] = k[0, :, 0]
+                self.values[i][0, :, width - 1] = v[0, :, 0]
+            else:
+                self.keys[i][rows, :, pos] = k[:, :, 0]
+                self.values[i][rows, :, pos] = v[:, :, 0]
             return self.keys[i][:b, :, :width], self.values[i][:b, :, :width]
 
         return self._forward(tokens, rotary, masks, write)
@@ -186,26 +199,31 @@ class SlotDecoder:
         x = self.embed(tokens)
         gqa = self.n_heads != self.n_kv
         half = self.head_dim // 2
+        nq, nqk = self.n_heads, self.n_heads + self.n_kv
         for i, (layer, kind) in enumerate(zip(self.layers, self.kinds)):
-            attn = layer.self_attn
+            attn, mlp = layer.self_attn, layer.mlp
             h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(b, t, -1, self.head_dim)
-            k = attn.k_proj(h).view(b, t, -1, self.head_dim)
-            v = attn.v_proj(h).view(b, t, -1, self.head_dim).transpose(1, 2)
+            qkv = attn.joined_qkv(h).view(b, t, nqk + self.n_kv, self.head_dim)  # heads: queries, keys, values
             if self.qk_norm:
-                q, k = attn.q_norm(q), attn.k_norm(k)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)
+                qk = torch.cat([attn.q_norm(qkv[:, :, :nq]), attn.k_norm(qkv[:, :, nq:nqk])], dim=2)
+            else:
+                qk = qkv[:, :, :nqk]
             cos, sin = rotary[kind]
-            q = q * cos + q.roll(half, -1) * sin
-            k = k * cos + k.roll(half, -1) * sin
-            keys, values = write(i, k, v)
+            qk = qk * cos + qk.roll(half, -1) * sin
+            q, k = qk[:, :, :nq].transpose(1, 2), qk[:, :, nq:].transpose(1, 2)
+            keys, values = write(i, k, qkv[:, :, nqk:].transpose(1, 2))
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=masks[kind], scale=self.scale,
                                                  enable_gqa=gqa)
             out = attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
             if self.sandwich:
                 x = x + layer.post_attention_layernorm(out)
-                x = x + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(x)))
+                x = x + layer.post_feedforward_layernorm(self._mlp(mlp, layer.pre_feedforward_layernorm(x)))
             else:
                 x = x + out
-                x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.head(self.norm(x[:, -1]))
+                x = x + self._mlp(mlp, layer.post_attention_layernorm(x))
+        return self.model.lm_head(self.norm(x[:, -1]))  # looked up here: quantize.py may have swapped it
+
+    @staticmethod
+    def _mlp(mlp, h: torch.Tensor) -> torch.Tensor:
+        gate, up = mlp.joined_gate_up(h).split(mlp.down_proj.in_features, dim=-1)
+        return mlp.down_proj(mlp.act_fn(gate) * up)

@@ -123,27 +123,10 @@ class Engine:
                  quantize: str | None = None, prefix_cache_bytes: int = 256 << 20):
         self.device = device or default_device()
         self.tokenizer = load_tokenizer(base)
-        self.model = load_model(base, dtype=compute_dtype(self.device), device=self.device).eval()
-        self.context = context_length(self.model) or 2048
-        self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
-        self._logit_width = self.model.get_output_embeddings().weight.shape[0]
-        self.stop_ids = set(model_stop_ids(self.model, self.tokenizer))
-        if quantize:
-            quantizing.apply(self.model, quantize)
-        # transformers renamed `past_key_values` to `cache` during 5.x
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.max_batch, self.max_adapters, self.max_prefill_tokens = max_batch, max_adapters, max_prefill_tokens
         self.max_queue = max_queue  # requests waiting (not yet decoding) before `submit` refuses more
         self.score_bytes = score_bytes  # float32 logits held at once while scoring prompts
-        self.lora = MultiLoRA(self.model, max_adapters)
-        why_not = decoder.supported(self.model)
-        self.prefixes = PrefixCache(prefix_cache_bytes) if why_not is None and prefix_cache_bytes else None
-        if why_not is None:
-            lean = decoder.SlotDecoder(self.model, max_batch, self.context)
-            self.batch = SlotBatch(lean, self._rows, self.prefixes)
-        else:
-            self.batch = PaddedBatch(self.model, self._forward, self.pad_id, self.device)
         self.adapters: OrderedDict[str, Path] = OrderedDict()  # LRU: name -> folder
         self._inbox: queue.Queue = queue.Queue()
         self._waiting: list[Request] = []
@@ -156,8 +139,45 @@ class Engine:
         self.steps = 0
         # read here, on the caller's thread: a new thread starts from whatever count a thread set last
         self._threads = torch.get_num_threads()
-        self._thread = threading.Thread(target=self._loop, name="tuneforge-engine", daemon=True)
+        ready: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready, base, quantize, prefix_cache_bytes),
+                                        name="tuneforge-engine", daemon=True)
         self._thread.start()
+        ready.result()  # the model is loaded (or its error raised here)
+
+    def _load(self, base: str, quantize: str | None, prefix_cache_bytes: int) -> None:
+        """Load the model, on the engine's own thread. OpenMP (torch's CPU threads) keeps a team of worker
+        threads per thread that ran parallel work; when there are more of them than cores, its workers stop
+        spinning between parallel regions and every region pays a wake-up (~50 us; a decode step has ~120
+        matrix calls). So the thread that decodes is the one that loads, and the caller's thread does no
+        parallel work here."""
+        self.model = load_model(base, dtype=compute_dtype(self.device), device=self.device).eval()
+        self.context = context_length(self.model) or 2048
+        self.vocab_size = self.model.get_input_embeddings().weight.shape[0]
+        self._logit_width = self.model.get_output_embeddings().weight.shape[0]
+        self.stop_ids = set(model_stop_ids(self.model, self.tokenizer))
+        # transformers renamed `past_key_values` to `cache` during 5.x
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.lora = MultiLoRA(self.model, self.max_adapters)
+        why_not = decoder.supported(self.model)
+        self.prefixes = PrefixCache(prefix_cache_bytes) if why_not is None and prefix_cache_bytes else None
+        if why_not is None:
+            lean = decoder.SlotDecoder(self.model, self.max_batch, self.context)  # joins layers: before quantizing
+            self.batch = SlotBatch(lean, self._rows, self.prefixes)
+        else:
+            self.batch = PaddedBatch(self.model, self._forward, self.pad_id, self.device)
+        if quantize:
+            quantizing.apply(self.model, quantize)
+
+    def _run(self, ready: Future, base: str, quantize: str | None, prefix_cache_bytes: int) -> None:
+        torch.set_num_threads(self._threads)
+        try:
+            self._load(base, quantize, prefix_cache_bytes)
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        self._loop()
 
     # --- public API (any thread)
     def submit(self, request: Request) -> Handle:
@@ -491,9 +511,11 @@ class Engine:
                               completion_tokens=len(s.generated)))
 
     def _use_threads(self, rows: int) -> None:
-        """One compute thread for work of a few rows: its matrices are too small to split, and the fork and
-        join around each of a step's ~2,000 ops cost more than they save (a single stream decoded twice as fast
-        on one thread as on two, measured on 2 cores); all of them for bigger work."""
+        """One compute thread for work of a few rows, all of them for bigger work. In a process where only
+        this thread runs parallel work (`serve`), two threads decode one stream ~10% faster than one; where
+        another thread ran parallel work first (tests, a worker that trained in-process) OpenMP throttles
+        them (see `_load`) and a single stream decoded twice as fast on one thread as on two. One thread is
+        the choice that is never much worse."""
         want = 1 if rows <= SMALL_WORK else self._threads
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)

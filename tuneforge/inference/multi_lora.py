@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from tuneforge.errors import UserError
+from tuneforge.inference.joined import Part
 
 
 class _Adapter:
@@ -67,6 +68,8 @@ class _LoRALinear(nn.Module):
         self.b: torch.Tensor | None = None  # [slots * rank, out]: every slot's B (scaled), transposed
         self.per_slot: list[tuple[torch.Tensor, torch.Tensor] | None] = []  # the same, one slot's own
 
+    members = 1  # layers whose updates this one applies (a joined layer has several)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         owner = self.owner[0]
@@ -75,9 +78,20 @@ class _LoRALinear(nn.Module):
             return y if pair is None else y + (x @ pair[0]) @ pair[1]
         if owner.mask is None or self.a is None:
             return y
-        width = owner.mask.shape[1]  # only the slots in use this batch (they come first)
-        low = (x @ self.a[:, :width]) * (owner.mask if x.dim() == 2 else owner.mask.unsqueeze(1))
+        mask = owner.mask_for(self.members)
+        width = mask.shape[1]  # only the slots in use this batch (they come first)
+        low = (x @ self.a[:, :width]) * (mask if x.dim() == 2 else mask.unsqueeze(1))
         return y + low @ self.b[:width]
+
+
+class _LoRAJoined(_LoRALinear):
+    """A joined layer (joined.py: q/k/v or gate/up stacked) plus every loaded adapter's updates for all its
+    members at once. The layout is `_LoRALinear`'s with each slot's block holding the members' ranks side by
+    side: A [in, slots x members x rank], B [slots x members x rank, out], block-diagonal within a slot."""
+
+    def __init__(self, base: nn.Module, owner: MultiLoRA):
+        super().__init__(base, owner)
+        self.names, self.sizes, self.members = base.names, base.sizes, len(base.names)
 
 
 class MultiLoRA:
@@ -88,8 +102,10 @@ class MultiLoRA:
         self.names: list[str | None] = [None] * slots
         self.adapters: dict[str, _Adapter] = {}
         self.layers: dict[str, _LoRALinear] = {}
+        self.joined: dict[str, _LoRAJoined] = {}  # joined layers (joined.py) with a targeted member, by name
         self.rank = 0
         self.mask: torch.Tensor | None = None
+        self._masks: dict[int, torch.Tensor] = {}  # the mask widened for joined layers, per member count
         self.single: int | None = None  # the slot every row of this batch uses, when they all use one
         p = next(model.parameters())
         self.dtype, self.device = p.dtype, p.device
@@ -104,10 +120,30 @@ class MultiLoRA:
             wrapper.per_slot = [None] * self.slots
             setattr(parent, attr, wrapper)
             self.layers[module] = wrapper
+            if isinstance(base, Part) and base.path not in self.joined:
+                self._wrap_joined(base.path)
         self.adapters[name] = adapter
         self.names[self.names.index(None)] = name
         self.rank = max(self.rank, adapter.rank)
         self._rebuild()
+
+    def _wrap_joined(self, path: str) -> None:
+        parent_name, _, attr = path.rpartition(".")
+        parent = self.model.get_submodule(parent_name)
+        wrapper = _LoRAJoined(getattr(parent, attr), self)
+        wrapper.per_slot = [None] * self.slots
+        setattr(parent, attr, wrapper)
+        self.joined[path] = wrapper
+
+    def mask_for(self, members: int) -> torch.Tensor:
+        """This batch's row mask for a layer applying `members` layers' updates (one rank block each)."""
+        if members == 1:
+            return self.mask
+        if members not in self._masks:
+            rows, width = self.mask.shape
+            per_slot = self.mask.view(rows, width // self.rank, self.rank)[:, :, :1]
+            self._masks[members] = per_slot.expand(-1, -1, members * self.rank).reshape(rows, -1)
+        return self._masks[members]
 
     def unload(self, name: str) -> None:
         self.names.remove(name)  # slots stay packed from 0, so a batch can use a prefix of them
@@ -137,11 +173,11 @@ class MultiLoRA:
             if name is not None:
                 s = self.names.index(name)
                 mask[i, s * self.rank:(s + 1) * self.rank] = 1
-        self.mask = mask
+        self.mask, self._masks = mask, {}
         try:
             yield
         finally:
-            self.mask = None
+            self.mask, self._masks = None, {}
 
     def _target(self, module: str, folder: Path):
         """(parent, attribute, linear layer) for a module an adapter targets; UserError if it cannot be one."""
@@ -172,3 +208,27 @@ class MultiLoRA:
                 b[s * r:s * r + wb.shape[1]] = wb.T
                 layer.per_slot.append((wa.T.contiguous(), wb.T.contiguous()))
             layer.a, layer.b = a, b
+        for group in self.joined.values():
+            self._rebuild_joined(group)
+
+    def _rebuild_joined(self, group: _LoRAJoined) -> None:
+        r, m = self.rank, group.members
+        block = m * r  # one slot's columns: each member's rank side by side
+        a = torch.zeros(group.base.in_features, self.slots * block, dtype=self.dtype, device=self.device)
+        b = torch.zeros(self.slots * block, group.base.out_features, dtype=self.dtype, device=self.device)
+        starts = [sum(group.sizes[:j]) for j in range(m)]
+        group.per_slot = []
+        for s, name in enumerate(self.names):
+            weights = self.adapters[name].weights if name is not None else {}
+            found = False
+            for j, member in enumerate(group.names):
+                if member in weights:
+                    wa, wb = weights[member]
+                    col = s * block + j * r
+                    a[:, col:col + wa.shape[0]] = wa.T
+                    b[col:col + wb.shape[1], starts[j]:starts[j] + group.sizes[j]] = wb.T
+                    found = True
+            group.per_slot.append(
+                (a[:, s * block:(s + 1) * block].contiguous(), b[s * block:(s + 1) * block].contiguous())
+                if found else None)
+        group.a, group.b = a, b
