@@ -152,3 +152,34 @@ def test_an_adapter_that_fails_to_load_leaves_the_loaded_ones_working(tiny_model
         with_adapter = model.model.layers[0].self_attn.q_proj(x)
     assert not isinstance(model.model.layers[0].self_attn.k_proj, type(model.model.layers[0].self_attn.q_proj))
     assert not torch.allclose(with_adapter, model.model.layers[0].self_attn.q_proj.base(x))
+
+
+def test_small_steps_take_the_thread_count_that_ran_faster():
+    from tuneforge.inference.threads import TRIALS, SmallStepThreads
+
+    for fast in (1, 2):
+        threads = SmallStepThreads(2)
+        assert threads.for_small() == 1  # one thread until measured
+        tried = []
+        while threads.choice is None:
+            n = threads.for_trial()
+            tried.append(n)
+            threads.record(n, 0.01 if n == fast else 0.02)
+        assert threads.choice == threads.for_small() == threads.for_trial() == fast
+        assert tried[:4] == [1, 2, 1, 2] and sorted(tried) == [1] * TRIALS + [2] * TRIALS
+    assert SmallStepThreads(1).choice == 1  # nothing to choose on one core
+
+
+def test_the_engine_measures_its_single_row_steps(tiny_model):
+    import threading
+
+    from tuneforge.inference.engine import Engine, Params, Request
+
+    engine = Engine(str(tiny_model), max_batch=4)
+    engine.stop_ids = set()  # random weights: run to the token budget
+    done = threading.Event()
+    engine.submit(Request([1, 50, 60], Params(max_tokens=16, temperature=0),
+                          lambda d: d.finish_reason and done.set()))
+    assert done.wait(60)
+    engine.close()
+    assert engine._small.choice in {1, engine._threads}

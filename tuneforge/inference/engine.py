@@ -26,6 +26,7 @@ import hashlib
 import inspect
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -44,11 +45,12 @@ from tuneforge.inference.padded_batch import PaddedBatch
 from tuneforge.inference.prefix_cache import PrefixCache
 from tuneforge.inference.sampling import TokenLogprob
 from tuneforge.inference.slot_batch import SlotBatch
+from tuneforge.inference.threads import SmallStepThreads
 from tuneforge.models.loading import compute_dtype, context_length, default_device, load_model, load_tokenizer
 from tuneforge.models.loading import stop_token_ids as model_stop_ids
 
 BASE = "__base__"  # a row on the base model alone
-SMALL_WORK = 4  # rows (tokens) in a forward pass up to which it runs on one compute thread
+SMALL_WORK = 4  # rows (tokens) in a forward pass up to which the thread count is measured (threads.py)
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Engine:
         self.steps = 0
         # read here, on the caller's thread: a new thread starts from whatever count a thread set last
         self._threads = torch.get_num_threads()
+        self._small = SmallStepThreads(self._threads)
         ready: Future = Future()
         self._thread = threading.Thread(target=self._run, args=(ready, base, quantize, prefix_cache_bytes),
                                         name="tuneforge-engine", daemon=True)
@@ -441,8 +444,12 @@ class Engine:
     # --- decoding
     def _decode_step(self) -> None:
         seqs = self._running
-        self._use_threads(len(seqs))
+        timed = len(seqs) == 1 and self._small.choice is None
+        threads = self._use_threads(len(seqs), trial=timed)
+        start = time.perf_counter()
         logits = self.batch.step(seqs)
+        if timed:
+            self._small.record(threads, time.perf_counter() - start)
         for s in seqs:
             s.position += 1
         self.steps += 1
@@ -510,15 +517,16 @@ class Engine:
         s.req.on_output(Delta(finish_reason=reason, prompt_tokens=len(s.req.prompt_ids),
                               completion_tokens=len(s.generated)))
 
-    def _use_threads(self, rows: int) -> None:
-        """One compute thread for work of a few rows, all of them for bigger work. In a process where only
-        this thread runs parallel work (`serve`), two threads decode one stream ~10% faster than one; where
-        another thread ran parallel work first (tests, a worker that trained in-process) OpenMP throttles
-        them (see `_load`) and a single stream decoded twice as fast on one thread as on two. One thread is
-        the choice that is never much worse."""
-        want = 1 if rows <= SMALL_WORK else self._threads
+    def _use_threads(self, rows: int, trial: bool = False) -> int:
+        """All compute threads for big work; for work of a few rows, what `threads.SmallStepThreads` measured
+        to be faster in this process (`trial`: this step is one of its timed single-row steps)."""
+        if rows > SMALL_WORK:
+            want = self._threads
+        else:
+            want = self._small.for_trial() if trial else self._small.for_small()
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
+        return want
 
     def _remove(self, gone: set[int]) -> None:
         """Drop these rows of the running batch (the batch may reorder the rest)."""
