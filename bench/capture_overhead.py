@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -168,6 +170,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="tuneforge-capture-bench-"))
+    atexit.register(shutil.rmtree, data, True)  # hundreds of MB per run
     with fake_upstream.running(args.latency_ms) as upstream:
         env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data), "TUNEFORGE_UPSTREAM_URL": upstream,
                "TUNEFORGE_PROXY_REQUESTS_PER_MINUTE": "1000000"}  # the bench measures capacity, not the limit

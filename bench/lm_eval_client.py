@@ -16,9 +16,11 @@ Needs lm-eval: `.venv/bin/pip install "lm-eval[api]>=0.4.13"` (not a tuneforge d
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,7 @@ def main() -> None:
     from serve_throughput import start_platform
 
     root = Path(tempfile.mkdtemp(prefix="tuneforge-lm-eval-"))
+    atexit.register(shutil.rmtree, root, True)  # hundreds of MB per run
     tasks = make_tasks(root, args.limit)
     folder = str(registry.materialize(args.model))
     env = {**os.environ, "TUNEFORGE_DATA_DIR": str(root / "tf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",

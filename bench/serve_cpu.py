@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,6 +118,7 @@ def main() -> None:
     gguf = registry.BUNDLED["smollm2-135m-instruct"].locate_gguf()
     registry.materialize("smollm2-135m-instruct")
     data = Path(tempfile.mkdtemp(prefix="tuneforge-cpu-bench-"))
+    atexit.register(shutil.rmtree, data, True)  # hundreds of MB per run
     env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data)}
     extra = [] if args.quantize == "none" else ["--quantize", args.quantize]
     ours, url, key = start_platform(env, workers=0, extra=extra)

@@ -19,8 +19,10 @@ line is JSON with `ratio` = tuneforge tokens/s / baseline tokens/s.
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -241,6 +243,7 @@ def main() -> None:
         return
 
     data = Path(tempfile.mkdtemp(prefix="tuneforge-serve-bench-"))
+    atexit.register(shutil.rmtree, data, True)  # hundreds of MB per run
     extra = ["--quantize", args.quantize] if args.quantize else []
     ours, url, key = start_platform({**os.environ, "TUNEFORGE_DATA_DIR": str(data)}, workers=1, extra=extra)
     try:

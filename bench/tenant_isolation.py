@@ -16,8 +16,10 @@ The last line is JSON; `ratio` is calm's median latency without the limits / wit
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +40,7 @@ ASK = [{"role": "user", "content": "Write a short story about a lighthouse keepe
 
 def run(limited: bool, args) -> dict:
     data = Path(tempfile.mkdtemp(prefix="tuneforge-tenants-"))
+    atexit.register(shutil.rmtree, data, True)  # hundreds of MB per run
     off = "1000000"
     env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data),
            "TUNEFORGE_PROJECT_REQUESTS_IN_FLIGHT": str(args.in_flight) if limited else off,
