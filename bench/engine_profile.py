@@ -70,10 +70,15 @@ class Timers:
 def profile(engine: Engine, n: int, tokens: int) -> dict[str, float]:
     timers = Timers()
     model = engine.model
-    for layer in model.model.layers:
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            timers.hook(getattr(layer.self_attn, proj), "projections")
-        timers.hook(layer.mlp, "mlp")
+    for layer in model.model.layers:  # the layers each engine calls: the slot decoder joins q/k/v and gate/up
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = ["joined_qkv", "o_proj"] if hasattr(attn, "joined_qkv") else ["q_proj", "k_proj", "v_proj",
+                                                                                     "o_proj"]
+        for proj in projections:
+            timers.hook(getattr(attn, proj), "projections")
+        for part in ["joined_gate_up", "down_proj"] if hasattr(mlp, "joined_gate_up") else ["gate_proj", "up_proj",
+                                                                                           "down_proj"]:
+            timers.hook(getattr(mlp, part), "mlp")
     timers.hook(model.lm_head, "lm_head")
     timers.wrap(engine.batch, "step", "forward")
     timers.wrap(engine, "_advance", "advance")
@@ -107,7 +112,7 @@ def profile(engine: Engine, n: int, tokens: int) -> dict[str, float]:
         "decode step": per_step("step"),
         "  model forward, cache included": per_step("forward"),
         "    q/k/v/o projections x 30 layers": per_step("projections"),
-        "    mlp x 30 layers": per_step("mlp"),
+        "    mlp matrices x 30 layers": per_step("mlp"),
         "    lm_head": per_step("lm_head"),
         "    the rest (norms, rotary, KV cache, attention scores)": per_step("forward") - model_parts,
         "  sampling, text, stop checks (_advance)": per_step("advance"),

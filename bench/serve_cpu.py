@@ -9,6 +9,10 @@ has) and its own question, greedy, `max_tokens` fixed. Two loads, each run on on
 - 16 clients: 16 concurrent streams, each sending its requests one after another; aggregate tokens/s and
   time to first token (p50 / p95).
 
+Both servers are up for the whole run and take turns, `--rounds` times at each load (this machine's speed
+drifts by up to a quarter within minutes; alternating spreads the drift over both); the round with the
+median tokens/s is reported for each.
+
 llama.cpp is either `llama-server` (C++, continuous batching: `--llama-server PATH`, run with `-np` slots)
 or `python -m llama_cpp.server` from a Python that has llama-cpp-python (`--llama-python PATH`; it serves
 one request at a time). Neither is a tuneforge dependency; docs/benchmarks.md says how they were built.
@@ -71,19 +75,26 @@ async def run_load(url: str, key: str, model: str, clients: int, per_client: int
     return summarize(results, wall)
 
 
-def measure(name: str, url: str, key: str, model: str, args) -> dict:
-    for _ in range(20):  # warm up: load the model, first allocations (a server may still be starting)
+def warm_up(name: str, url: str, key: str, model: str) -> None:
+    for _ in range(20):  # load the model, first allocations (a server may still be starting)
         try:
             asyncio.run(run_load(url, key, model, 1, 2, 8))
-            break
+            return
         except Exception as exc:  # noqa: BLE001 - connection refused or reset while the server starts
             print(f"{name}: not ready ({type(exc).__name__}), retrying", file=sys.stderr)
             time.sleep(2)
-    single = asyncio.run(run_load(url, key, model, 1, args.single_requests, args.max_tokens))
-    print(f"{name} single stream: {single}", file=sys.stderr, flush=True)
-    many = asyncio.run(run_load(url, key, model, args.clients, args.requests_per_client, args.max_tokens))
-    print(f"{name} {args.clients} clients: {many}", file=sys.stderr, flush=True)
-    return {"single": single, "many": many}
+
+
+def one_round(name: str, url: str, key: str, model: str, load: str, args) -> dict:
+    clients, per_client = (1, args.single_requests) if load == "single" else (args.clients, args.requests_per_client)
+    result = asyncio.run(run_load(url, key, model, clients, per_client, args.max_tokens))
+    print(f"{name} {load}: {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """The round with the median tokens/s (its other figures come with it)."""
+    return sorted(rounds, key=lambda r: r["tokens_per_s"])[len(rounds) // 2]
 
 
 def llama_cpp_server(args, gguf: Path, port: int) -> subprocess.Popen:
@@ -111,6 +122,7 @@ def main() -> None:
     parser.add_argument("--single-requests", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each server takes at each load (median kept)")
     args = parser.parse_args()
 
     from tuneforge.models import registry
@@ -122,20 +134,27 @@ def main() -> None:
     env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data)}
     extra = [] if args.quantize == "none" else ["--quantize", args.quantize]
     ours, url, key = start_platform(env, workers=0, extra=extra)
-    try:
-        mine = measure("tuneforge", url, key, "smollm2-135m-instruct", args)
-    finally:
-        ours.terminate()
-        ours.wait()
-
     port = free_port()
     theirs_proc = llama_cpp_server(args, gguf, port)
+    servers = [("tuneforge", url, key, "smollm2-135m-instruct"), ("llama.cpp", f"http://127.0.0.1:{port}", "none",
+                                                                   "smollm2")]
+    rounds: dict[tuple[str, str], list[dict]] = {}
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", theirs_proc, path="/v1/models")
-        theirs = measure("llama.cpp", f"http://127.0.0.1:{port}", "none", "smollm2", args)
+        wait_healthy(servers[1][1], theirs_proc, path="/v1/models")
+        for server in servers:
+            warm_up(*server)
+        # both servers stay up (an idle one uses no CPU) and take turns, round after round: this machine's
+        # speed drifts by up to a quarter within minutes, and alternating spreads that over both sides
+        for _ in range(args.rounds):
+            for load in ("single", "many"):
+                for server in servers:
+                    rounds.setdefault((server[0], load), []).append(one_round(*server, load, args))
     finally:
-        theirs_proc.terminate()
-        theirs_proc.wait()
+        for proc in (ours, theirs_proc):
+            proc.terminate()
+            proc.wait()
+    mine = {load: median_round(rounds["tuneforge", load]) for load in ("single", "many")}
+    theirs = {load: median_round(rounds["llama.cpp", load]) for load in ("single", "many")}
 
     rows = [("", "tuneforge", "llama.cpp")]
     for load in ("single", "many"):
@@ -151,7 +170,7 @@ def main() -> None:
         "quantize": args.quantize, "clients": args.clients, "max_tokens": args.max_tokens,
         "many_over_their_single": round(mine["many"]["tokens_per_s"] / single, 2),
         "many_ratio": round(mine["many"]["tokens_per_s"] / theirs["many"]["tokens_per_s"], 2),
-        "ours_detail": mine, "baseline_detail": theirs,
+        "rounds": args.rounds, "ours_detail": mine, "baseline_detail": theirs,
     }))
 
 

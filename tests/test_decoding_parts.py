@@ -92,6 +92,34 @@ def test_a_quantized_model_decodes_close_to_float32(tiny_model):
         quantize.apply(load_model(str(tiny_model)), "int8")
 
 
+def test_the_decoder_follows_layers_swapped_after_it_ran_and_runs_hooks(tiny_model):
+    """The decoder calls layers through a plan of plain callables (no module-call overhead); a layer swapped
+    later (quantizing, an adapter wrapping it) must be picked up, and a module with hooks is called as one."""
+    from tuneforge.inference.decoder import SlotDecoder
+    from tuneforge.models.loading import load_model
+
+    prompt = [1, 50, 60, 70, 80, 90]
+
+    def first_logits(dec):
+        dec.reserve(1, len(prompt) + 1)
+        return dec.prefill(0, prompt, 0)
+
+    quantized_first = load_model(str(tiny_model)).eval()
+    dec = SlotDecoder(quantized_first, max_rows=1, context=64)
+    quantize.apply(quantized_first, "int4")
+    want = first_logits(dec)
+
+    model = load_model(str(tiny_model)).eval()
+    calls = []
+    model.model.layers[1].self_attn.o_proj.register_forward_hook(lambda *_: calls.append(1))
+    dec = SlotDecoder(model, max_rows=1, context=64)
+    as_float = first_logits(dec)
+    assert len(calls) == 1
+    quantize.apply(model, "int4")  # after the decoder ran: its plan must not keep the float layers
+    got = first_logits(dec)
+    assert not torch.equal(got, as_float) and torch.equal(got, want)
+
+
 def test_text_streams_like_decoding_the_whole_answer(smollm2_tokenizer):
     tok = smollm2_tokenizer
     text = "Café ☕ naïve — 日本語 and 🎉 done.\n  indented {\"json\": [1, 2]}"
@@ -155,7 +183,7 @@ def test_an_adapter_that_fails_to_load_leaves_the_loaded_ones_working(tiny_model
 
 
 def test_small_steps_take_the_thread_count_that_ran_faster():
-    from tuneforge.inference.threads import TRIALS, SmallStepThreads
+    from tuneforge.inference.threads import EXPLORE, TRIALS, WINDOW, SmallStepThreads
 
     for fast in (1, 2):
         threads = SmallStepThreads(2)
@@ -165,9 +193,24 @@ def test_small_steps_take_the_thread_count_that_ran_faster():
             n = threads.for_trial()
             tried.append(n)
             threads.record(n, 0.01 if n == fast else 0.02)
-        assert threads.choice == threads.for_small() == threads.for_trial() == fast
+        assert threads.choice == threads.for_small() == fast
         assert tried[:4] == [1, 2, 1, 2] and sorted(tried) == [1] * TRIALS + [2] * TRIALS
-    assert SmallStepThreads(1).choice == 1  # nothing to choose on one core
+    assert SmallStepThreads(1).choice == SmallStepThreads(1).for_trial() == 1  # nothing to choose on one core
+
+    # a choice that the first steps got wrong is corrected: the other option is still tried now and then
+    threads = SmallStepThreads(2)
+    for _ in range(TRIALS):
+        threads.record(1, 0.01)  # one thread looked faster at first (the server was busy, say)
+        threads.record(2, 0.02)
+    assert threads.choice == 1
+    tried = []
+    for _ in range(EXPLORE * (WINDOW + 1)):  # from now on two threads are the faster
+        n = threads.for_trial()
+        tried.append(n)
+        threads.record(n, 0.01 if n == 2 else 0.015)
+    assert threads.choice == 2 and threads.for_small() == 2
+    assert tried[:EXPLORE - 1] == [1] * (EXPLORE - 1) and tried[EXPLORE - 1] == 2  # explored, not switched at once
+    assert tried[-EXPLORE + 1:].count(1) <= 1  # and once switched, stays
 
 
 def test_the_engine_measures_its_single_row_steps(tiny_model):

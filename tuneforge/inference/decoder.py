@@ -25,16 +25,19 @@ layers, sandwich norms). Greedy decoding in float32 gives the same tokens as `mo
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from tuneforge.inference.joined import join
+from tuneforge.inference.joined import Joined, join
 
 FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma3_text"}
 _POSITION_ONLY_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that depend on the position alone
 _BLOCK = 256  # cache capacity grows in steps of this many positions
 FULL, SLIDING = "full_attention", "sliding_attention"
+_LLAMA_NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"}
 
 
 def supported(model) -> str | None:
@@ -91,6 +94,8 @@ class SlotDecoder:
         self.values: list[torch.Tensor] = []
         self.rows = self.capacity = 0
         self._tables: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer type -> cos, signed sin
+        self._plans: list[_LayerPlan] = []
+        self._plan_of: list[tuple] = []  # (a module's children, name, the child the plans were made from)
 
     # --- the cache
     def reserve(self, rows: int, length: int) -> None:
@@ -166,18 +171,26 @@ class SlotDecoder:
         """One token for each of rows 0..len(ids)-1, at its own position; logits [rows, vocab]."""
         b = len(ids)
         tokens = torch.tensor(ids, device=self.device)[:, None]
-        pos = torch.tensor(positions, device=self.device)
         width = max(positions) + 1
-        rotary = {kind: (cos[pos][:, None, None], sin[pos][:, None, None]) for kind, (cos, sin) in self._tables.items()}
-        masks = {kind: m[:, None, None] for kind, m in self._masks(pos[:, None], width).items()}
-        if b == 1:  # one row sees every key it has (a mask costs a conversion per layer); a window still cuts
-            masks = {kind: None if kind == FULL or width <= self.window else m for kind, m in masks.items()}
-        rows = torch.arange(b, device=self.device)
+        if b == 1:  # views instead of indexing; one row sees every key it has (no mask) unless a window cuts
+            p = width - 1
+            rotary = {kind: (cos[None, p:width, None], sin[None, p:width, None])
+                      for kind, (cos, sin) in self._tables.items()}
+            masks = {FULL: None}
+            if self.window:
+                query = torch.tensor([[p]], device=self.device)
+                masks[SLIDING] = self._masks(query, width)[SLIDING][:, None, None] if width > self.window else None
+        else:
+            pos = torch.tensor(positions, device=self.device)
+            rotary = {kind: (cos[pos][:, None, None], sin[pos][:, None, None])
+                      for kind, (cos, sin) in self._tables.items()}
+            masks = {kind: m[:, None, None] for kind, m in self._masks(pos[:, None], width).items()}
+            rows = torch.arange(b, device=self.device)
 
         def write(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if b == 1:  # a slice is cheaper than indexing by tensors
-                self.keys[i][0, :, width - 1] = k[0, :, 0]
-                self.values[i][0, :, width - 1] = v[0, :, 0]
+                self.keys[i][:1, :, p:width] = k
+                self.values[i][:1, :, p:width] = v
             else:
                 self.keys[i][rows, :, pos] = k[:, :, 0]
                 self.values[i][rows, :, pos] = v[:, :, 0]
@@ -200,12 +213,11 @@ class SlotDecoder:
         gqa = self.n_heads != self.n_kv
         half = self.head_dim // 2
         nq, nqk = self.n_heads, self.n_heads + self.n_kv
-        for i, (layer, kind) in enumerate(zip(self.layers, self.kinds)):
-            attn, mlp = layer.self_attn, layer.mlp
-            h = layer.input_layernorm(x)
-            qkv = attn.joined_qkv(h).view(b, t, nqk + self.n_kv, self.head_dim)  # heads: queries, keys, values
-            if self.qk_norm:
-                qk = torch.cat([attn.q_norm(qkv[:, :, :nq]), attn.k_norm(qkv[:, :, nq:nqk])], dim=2)
+        for i, (kind, plan) in enumerate(zip(self.kinds, self._plan())):
+            h = plan.input_norm(x)
+            qkv = plan.qkv(h).view(b, t, nqk + self.n_kv, self.head_dim)  # heads: queries, keys, values
+            if plan.q_norm is not None:
+                qk = torch.cat([plan.q_norm(qkv[:, :, :nq]), plan.k_norm(qkv[:, :, nq:nqk])], dim=2)
             else:
                 qk = qkv[:, :, :nqk]
             cos, sin = rotary[kind]
@@ -214,16 +226,77 @@ class SlotDecoder:
             keys, values = write(i, k, qkv[:, :, nqk:].transpose(1, 2))
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=masks[kind], scale=self.scale,
                                                  enable_gqa=gqa)
-            out = attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+            out = plan.o(out.transpose(1, 2).reshape(b, t, -1))
             if self.sandwich:
-                x = x + layer.post_attention_layernorm(out)
-                x = x + layer.post_feedforward_layernorm(self._mlp(mlp, layer.pre_feedforward_layernorm(x)))
+                x = x + plan.post_norm(out)
+                x = x + plan.post_ff_norm(self._mlp(plan, plan.pre_ff_norm(x)))
             else:
                 x = x + out
-                x = x + self._mlp(mlp, layer.post_attention_layernorm(x))
+                x = x + self._mlp(plan, plan.post_norm(x))
         return self.model.lm_head(self.norm(x[:, -1]))  # looked up here: quantize.py may have swapped it
 
     @staticmethod
-    def _mlp(mlp, h: torch.Tensor) -> torch.Tensor:
-        gate, up = mlp.joined_gate_up(h).split(mlp.down_proj.in_features, dim=-1)
-        return mlp.down_proj(mlp.act_fn(gate) * up)
+    def _mlp(plan, h: torch.Tensor) -> torch.Tensor:
+        gate, up = plan.gate_up(h).split(plan.split, dim=-1)
+        return plan.down(plan.act(gate) * up)
+
+    def _plan(self) -> list[_LayerPlan]:
+        """Each layer's parts as plain callables (a module call costs microseconds of Python, ~10 per layer
+        per step: ~15% of a one-row step of a small model); rebuilt when a linear layer was swapped
+        (quantize.py, multi_lora). The check reads the modules' own dicts: nn.Module's attribute lookup
+        would cost more than it saves."""
+        if not self._plan_of or any(where[name] is not module for where, name, module in self._plan_of):
+            self._plans = [_LayerPlan(layer, self.dtype) for layer in self.layers]
+            self._plan_of = [(parent._modules, name, parent._modules[name]) for layer in self.layers
+                             for parent, name in ((layer.self_attn, "joined_qkv"), (layer.self_attn, "o_proj"),
+                                                  (layer.mlp, "joined_gate_up"), (layer.mlp, "down_proj"))]
+        return self._plans
+
+
+class _LayerPlan:
+    """One decoder layer's norms, linear layers and activation as callables with the modules' arithmetic."""
+
+    def __init__(self, layer, dtype: torch.dtype):
+        attn, mlp = layer.self_attn, layer.mlp
+        norm = lambda name: _norm(getattr(layer, name), dtype) if hasattr(layer, name) else None  # noqa: E731
+        self.input_norm, self.post_norm = norm("input_layernorm"), norm("post_attention_layernorm")
+        self.pre_ff_norm, self.post_ff_norm = norm("pre_feedforward_layernorm"), norm("post_feedforward_layernorm")
+        self.q_norm = _norm(attn.q_norm, dtype) if hasattr(attn, "q_norm") else None
+        self.k_norm = _norm(attn.k_norm, dtype) if hasattr(attn, "k_norm") else None
+        self.qkv, self.o = _linear(attn.joined_qkv), _linear(attn.o_proj)
+        self.gate_up, self.down = _linear(mlp.joined_gate_up), _linear(mlp.down_proj)
+        self.split = mlp.down_proj.in_features
+        self.act = F.silu if type(mlp.act_fn) is nn.SiLU else mlp.act_fn.forward
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)  # a profiler's, say: run them
+
+
+def _linear(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    if _hooked(module):
+        return module
+    if isinstance(module, Joined):
+        return _linear(module.layer)
+    if type(module) is nn.Linear:
+        weight, bias = module.weight, module.bias
+        return lambda x: F.linear(x, weight, bias)
+    return module.forward  # quantize.py's layers, multi_lora's wrappers: their forward, without the call machinery
+
+
+def _norm(module: nn.Module, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The RMS norms of the supported families as one `F.rms_norm` call, which computes them with the same
+    operations in the same order (float32 results are bit-identical: tests/test_engine.py's greedy checks);
+    any other module: its forward."""
+    if _hooked(module):
+        return module
+    if dtype != torch.float32 or module.weight.dtype != torch.float32:
+        return module.forward
+    name, shape = type(module).__name__, module.weight.shape
+    if name in _LLAMA_NORMS and hasattr(module, "variance_epsilon"):
+        weight, eps = module.weight.detach(), module.variance_epsilon
+        return lambda x: F.rms_norm(x, shape, weight, eps)
+    if name == "Gemma3RMSNorm":
+        scale, eps = 1.0 + module.weight.detach(), module.eps  # the module adds 1 per call: the same sum
+        return lambda x: F.rms_norm(x, shape, scale, eps)
+    return module.forward

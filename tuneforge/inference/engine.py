@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import queue
 import threading
 import time
@@ -48,6 +49,8 @@ from tuneforge.inference.slot_batch import SlotBatch
 from tuneforge.inference.threads import SmallStepThreads
 from tuneforge.models.loading import compute_dtype, context_length, default_device, load_model, load_tokenizer
 from tuneforge.models.loading import stop_token_ids as model_stop_ids
+
+log = logging.getLogger(__name__)
 
 BASE = "__base__"  # a row on the base model alone
 SMALL_WORK = 4  # rows (tokens) in a forward pass up to which the thread count is measured (threads.py)
@@ -444,12 +447,15 @@ class Engine:
     # --- decoding
     def _decode_step(self) -> None:
         seqs = self._running
-        timed = len(seqs) == 1 and self._small.choice is None
+        timed = len(seqs) == 1
         threads = self._use_threads(len(seqs), trial=timed)
         start = time.perf_counter()
         logits = self.batch.step(seqs)
         if timed:
+            before = self._small.choice
             self._small.record(threads, time.perf_counter() - start)
+            if self._small.choice != before:
+                log.info("small decode steps now run on %d thread(s) (%s)", self._small.choice, self._small.summary())
         for s in seqs:
             s.position += 1
         self.steps += 1

@@ -55,14 +55,13 @@ class Int4Linear(Fp16Linear):
         self.bias = None if linear.bias is None else linear.bias.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]
-        if rows > INT4_MAX_ROWS:
+        if x.numel() > INT4_MAX_ROWS * self.in_features:
             return super().forward(x)
-        flat = x.reshape(rows, -1).to(torch.bfloat16)
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
         y = torch._weight_int4pack_mm_for_cpu(flat, self.weight4, INT4_GROUP, self.scales).float()
         if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
+            y += self.bias
+        return y.view(*x.shape[:-1], self.out_features)
 
 
 def apply(model: nn.Module, mode: str) -> int:
