@@ -33,9 +33,20 @@ def test_low_bit_layers_compute_what_float32_does(rows):
     assert (fp16 - want).abs().max() < 1e-3 * want.abs().max()
     # on the grid only bfloat16 costs precision: the small-batch kernel's activations, scales and zero points
     assert (int4 - want).abs().max() < 5e-2 * want.abs().max()
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # larger calls through a bfloat16 copy (oneDNN)
+        bf16 = quantize.Int4Linear(linear, large="bf16")(x[None])[0]
+        assert bf16.shape == want.shape and (bf16 - want).abs().max() < 2e-2 * want.abs().max()
+        if rows > quantize.INT4_MAX_ROWS:
+            assert not torch.equal(bf16, int4)  # not the fp16 copy's answer: the bfloat16 one ran
     off_grid = nn.Linear(96, 64)
     err = (quantize.Int4Linear(off_grid)(x) - off_grid(x)).abs().max() / off_grid(x).abs().max()
     assert 1e-4 < err < 0.2  # 4 bits lose something on arbitrary weights, but stay close
+
+
+def test_large_calls_take_the_16_bit_copy_that_measured_faster(monkeypatch):
+    assert quantize.large_call_kind((256, 128), rows=16, runs=3) in ("fp16", "bf16")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert quantize.large_call_kind((256, 128)) == "fp16"  # no oneDNN bfloat16: never chosen, nor timed
 
 
 @pytest.mark.parametrize("mode", [None, "fp16", "int4"])
