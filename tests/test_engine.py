@@ -244,6 +244,41 @@ def test_a_request_that_breaks_fails_alone_and_a_full_queue_refuses(tiny_model, 
     assert outputs["after"][-1].finish_reason == "length" and outputs["after"][-1].completion_tokens == 4
 
 
+def test_a_request_submitted_while_the_engine_closes_is_answered_or_refused(tiny_model):
+    """`close` must not slip between a submit's check that the engine is open and its put into the queue:
+    that request would wait forever. The check is slowed here so that close starts inside that gap."""
+    from tuneforge.errors import RateLimited
+
+    engine = Engine(str(tiny_model), max_batch=1)
+    check = engine._check_room
+    entered = threading.Event()
+
+    def slow_check(n: int) -> None:
+        check(n)
+        entered.set()
+        threading.Event().wait(0.3)
+
+    engine._check_room = slow_check
+    ended = threading.Event()
+    outcome: list = []
+
+    def submit() -> None:
+        try:
+            engine.submit(Request([1, 2], Params(max_tokens=2), lambda d: d.finish_reason and ended.set()))
+            outcome.append("queued")
+        except RateLimited:
+            outcome.append("refused")
+
+    submitter = threading.Thread(target=submit)
+    submitter.start()
+    assert entered.wait(30)
+    engine.close()  # while the submit is between its check and its put
+    submitter.join(30)
+    assert outcome == ["queued"] and ended.wait(5)  # answered (cancelled by the close), not left waiting
+    with pytest.raises(RateLimited):
+        engine.submit(Request([1], Params(max_tokens=1), lambda d: None))
+
+
 def test_stop_strings_are_held_back_until_decided():
     assert stop_index("hello END there", ["END"]) == 6
     assert stop_index("hello", ["END"]) == -1

@@ -139,6 +139,7 @@ class Engine:
         self._admitting: list[_Seq] = []  # taken from the queue, not yet in the batch
         self._scores: list[_Score] = []
         self._closed = False
+        self._closing = threading.Lock()  # `close` cannot slip between a submit's check and its put
         self.held = 0  # requests being prepared for this engine (the server's `Engines` counts them)
         self._grammars = None
         self.steps = 0
@@ -189,17 +190,19 @@ class Engine:
     def submit(self, request: Request) -> Handle:
         """Queue a request; RateLimited when `max_queue` requests are already waiting or the engine was closed
         (its model unloaded to make room for another: the caller retries, and gets a fresh engine)."""
-        self._check_room(1)
-        self._inbox.put(request)
+        with self._closing:
+            self._check_room(1)
+            self._inbox.put(request)
         return Handle(request)
 
     def score(self, token_ids: list[int], adapter: Path | None = None, top: int = 0) -> Future:
         """Future of each token's log-probability given the ones before it (the first token gets None)."""
         if len(token_ids) > self.context:
             raise ValueError(f"cannot score {len(token_ids)} tokens: the model's context is {self.context}")
-        self._check_room(1)
         future: Future = Future()
-        self._inbox.put(_Score(future, token_ids, adapter, top))
+        with self._closing:
+            self._check_room(1)
+            self._inbox.put(_Score(future, token_ids, adapter, top))
         return future
 
     def _check_room(self, n: int) -> None:
@@ -214,8 +217,9 @@ class Engine:
         """Stop the loop (what is in flight gets finish_reason "cancelled") and let go of the model's memory."""
         if self.batch is None:  # closed already
             return
-        self._closed = True
-        self._inbox.put(None)
+        with self._closing:  # a submit under way puts its request first; later ones see the engine closed
+            self._closed = True
+            self._inbox.put(None)
         self._thread.join()  # the step under way ends first (the loop checks `_closed` between steps)
         while True:  # what arrived after the loop's last look
             try:
