@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["console_kit"]  # the web console's browser fixtures
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TUNEFORGE_MODEL_CACHE", str(ROOT / ".cache" / "models"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from tuneforge.capture import upstreams as upstreams_
+from tuneforge import console
 from tuneforge.capture.forward import Forwarder
 from tuneforge.server import errors, guard
 from tuneforge.server.deps import Settings, State
@@ -55,6 +56,7 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
     for module in (files, fine_tuning, models, chat, completions, logs, datasets, evals, merges, bakeoffs, reports,
                    admin):
         app.include_router(module.router)
+    console.install(app)  # the web console at /
 
     @app.get("/health", tags=["health"])
     def health() -> dict:

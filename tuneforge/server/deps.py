@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import threading
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -11,7 +12,7 @@ from fastapi import Depends, Request
 from tuneforge import limits as limits_
 from tuneforge.errors import RateLimited
 from tuneforge.server.serving import Engines
-from tuneforge.store import projects
+from tuneforge.store import console_sessions, projects
 from tuneforge.store.db import Database
 from tuneforge.store.tables import Project
 
@@ -112,9 +113,15 @@ def get_state(request: Request) -> State:
 
 
 def current_project(request: Request, state: Annotated[State, Depends(get_state)]) -> Project:
+    """The bearer key's project; without a key, a signed-in web console's (its session cookie, and its CSRF token
+    in X-CSRF-Token: the console's own scripts, e.g. the playground, call the API like this)."""
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else None
     with state.db.session() as s:
+        if key is None and (csrf := request.headers.get(console_sessions.CSRF_HEADER)):
+            user = console_sessions.resolve(s, request.cookies.get(console_sessions.COOKIE))
+            if user is not None and hmac.compare_digest(csrf, user.csrf):
+                return user.project
         return projects.authenticate(s, key)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from tuneforge.capture import pricing
 from tuneforge.capture.record import usage_of
 from tuneforge.errors import NotFound, UserError
+from tuneforge.store import prices
 from tuneforge.store.db import now
 from tuneforge.store.tables import LogTag, RequestLog
 
@@ -134,7 +135,7 @@ def ingest(s: Session, project_id: str, records: list[dict[str, Any]]) -> int:
     another project's ids are no concern: each project has its own)."""
     if not records:
         return 0
-    table, created = pricing.load(), now()
+    table, created = prices.table(s, project_id), now()  # the project's own prices over the shared table
     rows = {r["id"]: _row(project_id, r, table, created) for r in records}  # a batch may repeat an id, too
     stmt = _insert(s, RequestLog).on_conflict_do_nothing(index_elements=["project_id", "id"]).returning(RequestLog.id)
     inserted = set(s.scalars(stmt, list(rows.values())))

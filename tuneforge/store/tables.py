@@ -216,3 +216,29 @@ class MergedModel(Base):
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(Integer)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ConsoleSession(Base):
+    """A signed-in web console: the cookie holds a random token, and only its sha256 is stored. It acts for the
+    key it signed in with, so revoking that key ends it."""
+
+    __tablename__ = "console_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's token
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))  # the token every form and console request must echo
+    created_at: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(Integer)
+
+
+class ProjectPrice(Base):
+    """A project's own price for a model (USD per million tokens), over the shared pricing table: it prices the
+    project's captured calls from then on."""
+
+    __tablename__ = "project_prices"
+    __table_args__ = (PrimaryKeyConstraint("project_id", "model"),)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    model: Mapped[str] = mapped_column(String(300))
+    input: Mapped[float] = mapped_column(Float)
+    output: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[int] = mapped_column(Integer)

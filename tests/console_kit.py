@@ -1,0 +1,98 @@
+"""Fixtures for the web console's browser tests (a plugin of conftest.py).
+
+One real `tuneforge serve` for all of them (a worker, the tiny random llama as base `tiny`, a scripted judge as
+the upstream for `judge-*` models and the relabel teacher), one headless Chromium from Debian's `chromium` package
+driven by Playwright (never a browser download), and a signed-in page per test. Every browser test belongs to the
+xdist group "console", so they share that one server and browser.
+
+`shot(page, name)` saves a screenshot of the page to $TUNEFORGE_SCREENSHOTS (`scripts/screenshots` points it at
+docs/screenshots/), else to the run's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("TUNEFORGE_CHROMIUM", "/usr/bin/chromium")
+console = pytest.mark.xdist_group("console")
+
+
+def _need_chromium() -> None:
+    if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            raise AssertionError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium (scripts/chromium)")
+        pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/chromium (installs Debian's chromium)")
+
+
+@pytest.fixture(scope="session")
+def judge():
+    from fake_judge import FakeJudge
+
+    with FakeJudge() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def console_server(tmp_path_factory, tiny_model, judge):
+    """`tuneforge serve` with one worker; base model `tiny` is the tiny random llama."""
+    from live_server import Server
+
+    data_dir = tmp_path_factory.mktemp("console-data")
+    with Server(data_dir, workers=1, extra=("--base", f"tiny={tiny_model}"),
+                env={"TUNEFORGE_UPSTREAM_URL": judge.url}) as server:
+        server.keys = {"acme": server.key("acme"), "globex": server.key("globex")}
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    _need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def sign_in(browser, server, project: str = "acme"):
+    """A new browser context signed in with `project`'s key; returns its page."""
+    context = browser.new_context(base_url=server.url, viewport={"width": 1360, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto("/signin")
+    page.get_by_label("API key").fill(server.keys[project])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(server.url + "/")
+    return page
+
+
+@pytest.fixture
+def page(browser, console_server):
+    """A page signed in as project `acme`."""
+    page = sign_in(browser, console_server)
+    yield page
+    page.context.close()
+
+
+@pytest.fixture(scope="session")
+def shots_dir(tmp_path_factory) -> Path:
+    target = os.environ.get("TUNEFORGE_SCREENSHOTS")
+    folder = Path(target) if target else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def shot(shots_dir):
+    def save(page, name: str) -> Path:
+        path = shots_dir / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 10_000, f"{path} looks blank (no fonts? install fonts-dejavu-core)"
+        return path
+
+    return save

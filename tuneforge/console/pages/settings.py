@@ -1,0 +1,15 @@
+"""Settings (not built yet)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from tuneforge.console.auth import User
+from tuneforge.console.render import page
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/settings")
+def index(request: Request, user: User):
+    return page(request, "placeholder.html", user, title="Settings")
