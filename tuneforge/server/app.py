@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from tuneforge.capture import upstreams as upstreams_
 from tuneforge import console
+from tuneforge.capture import upstreams as upstreams_
 from tuneforge.capture.forward import Forwarder
 from tuneforge.server import errors, guard
 from tuneforge.server.deps import Settings, State
