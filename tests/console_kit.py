@@ -60,9 +60,12 @@ def browser():
 
 
 def sign_in(browser, server, project: str = "acme"):
-    """A new browser context signed in with `project`'s key; returns its page."""
+    """A new browser context signed in with `project`'s key; returns its page. Every response the context gets is
+    watched: `assert_no_server_errors(page)` (the `page` fixture calls it) fails on any 5xx."""
     context = browser.new_context(base_url=server.url, viewport={"width": 1360, "height": 900})
     context.set_default_timeout(30_000)
+    context.server_errors = []
+    context.on("response", lambda r: r.status >= 500 and context.server_errors.append(f"{r.status} {r.url}"))
     page = context.new_page()
     page.goto("/signin")
     page.get_by_label("API key").fill(server.keys[project])
@@ -71,12 +74,18 @@ def sign_in(browser, server, project: str = "acme"):
     return page
 
 
+def assert_no_server_errors(page) -> None:
+    assert not page.context.server_errors, f"the console answered 5xx: {page.context.server_errors}"
+
+
 @pytest.fixture
 def page(browser, console_server):
-    """A page signed in as project `acme`."""
+    """A page signed in as project `acme`; the test fails if any response was a 5xx."""
     page = sign_in(browser, console_server)
     yield page
+    errors = list(page.context.server_errors)
     page.context.close()
+    assert not errors, f"the console answered 5xx: {errors}"
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ selected rows), and a screenshot of each page."""
 
 from __future__ import annotations
 
-from console_kit import console, sign_in
+from console_kit import assert_no_server_errors, console, sign_in
 
 pytestmark = console
 
@@ -16,4 +16,5 @@ def test_sign_in_shows_the_overview_and_sign_out_ends_the_session(browser, conso
     page.wait_for_url("**/signin")
     page.goto("/logs")
     page.wait_for_url("**/signin?next=%2Flogs")
+    assert_no_server_errors(page)
     page.context.close()
