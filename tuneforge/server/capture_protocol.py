@@ -95,6 +95,7 @@ class LogFilterBody(BaseModel):
     since: str | float | None = None
     until: str | float | None = None
     search: str | None = None
+    ids: list[str] = Field(default_factory=list, max_length=1000, description="Only these log ids.")
 
 
 class DatasetCreate(BaseModel):

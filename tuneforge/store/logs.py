@@ -25,6 +25,7 @@ from tuneforge.store.db import now
 from tuneforge.store.tables import LogTag, RequestLog
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+MAX_IDS = 1000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -56,9 +57,14 @@ class LogFilter:
     since: str | float | None = None
     until: str | float | None = None
     search: str | None = None
+    ids: list[str] = field(default_factory=list)  # only these logs (e.g. rows picked in the console)
 
     def conditions(self, project_id: str) -> list:
         where = [RequestLog.project_id == project_id]
+        if self.ids:
+            if len(self.ids) > MAX_IDS:
+                raise UserError(f"ids: at most {MAX_IDS} log ids at once; use a filter for more", param="ids")
+            where.append(RequestLog.id.in_(self.ids))
         if self.model:
             where.append(RequestLog.model == self.model)
         for tag in self.tags:
@@ -84,7 +90,11 @@ def _tag_condition(project_id: str, tag: str):
         raise UserError(f"tag filter '{tag}': write key=value (exact) or key~text (contains)", param="tag")
     key, op, value = m.group(1).strip(), m.group(2), m.group(3)
     match = LogTag.value == value if op == "=" else LogTag.value.contains(value, autoescape=True)
-    return RequestLog.id.in_(select(LogTag.log_id).where(LogTag.project_id == project_id, LogTag.key == key, match))
+    # EXISTS, looked up by the tags' primary key row by row as the newest-first walk goes: a page stops after
+    # `limit` hits. (An IN list would first collect every log with the tag: a quarter of 100k logs for a
+    # common one, on every page.)
+    return select(LogTag.log_id).where(LogTag.project_id == RequestLog.project_id, LogTag.log_id == RequestLog.id,
+                                       LogTag.key == key, match).exists()
 
 
 def _status_condition(status: str):
@@ -146,17 +156,34 @@ def ingest(s: Session, project_id: str, records: list[dict[str, Any]]) -> int:
     return len(inserted)
 
 
-def list_(s: Session, project_id: str, flt: LogFilter, *, after: str | None = None,
+def list_(s: Session, project_id: str, flt: LogFilter, *, after: str | None = None, before: str | None = None,
           limit: int = 20) -> tuple[list[RequestLog], bool]:
-    """Newest first; `after` is the id of the last log of the previous page."""
+    """Newest first, a page at a time by keyset (never OFFSET: a page deep in 100k logs costs what the first
+    does): `after` is the id of the last log of the previous page. With `before` (the first log of the next
+    page), the page before that one, still newest first; the flag then says whether there are newer ones."""
     q = select(RequestLog).where(*flt.conditions(project_id))
-    if after:
-        anchor = s.get(RequestLog, {"project_id": project_id, "id": after})
-        if anchor is not None:
-            q = q.where((RequestLog.started_at < anchor.started_at)
-                        | and_(RequestLog.started_at == anchor.started_at, RequestLog.id < anchor.id))
-    rows = list(s.scalars(q.order_by(RequestLog.started_at.desc(), RequestLog.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    newest_first = before is None
+    if anchor := s.get(RequestLog, {"project_id": project_id, "id": after or before}) if after or before else None:
+        # the bound on started_at alone first: the index seeks straight to the anchor (an OR of the two would
+        # make the database walk every newer log to get there)
+        at = anchor.started_at
+        if newest_first:
+            q = q.where(RequestLog.started_at <= at, (RequestLog.started_at < at) | (RequestLog.id < anchor.id))
+        else:
+            q = q.where(RequestLog.started_at >= at, (RequestLog.started_at > at) | (RequestLog.id > anchor.id))
+    order = (RequestLog.started_at.desc(), RequestLog.id.desc()) if newest_first else (RequestLog.started_at,
+                                                                                       RequestLog.id)
+    rows = list(s.scalars(q.order_by(*order).limit(limit + 1)))
+    page = rows[:limit]
+    return (page if newest_first else page[::-1]), len(rows) > limit
+
+
+def recent_models(s: Session, project_id: str, scan: int = 2000) -> list[str]:
+    """The models of the project's newest `scan` logs (a bounded query for a filter's suggestions: a DISTINCT
+    over every log would read them all)."""
+    newest = (select(RequestLog.model).where(RequestLog.project_id == project_id)
+              .order_by(RequestLog.started_at.desc()).limit(scan).subquery())
+    return sorted(s.scalars(select(newest.c.model).distinct()))
 
 
 def count(s: Session, project_id: str, flt: LogFilter) -> int:

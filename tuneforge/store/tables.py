@@ -122,6 +122,7 @@ class RequestLog(Base):
     __table_args__ = (
         PrimaryKeyConstraint("project_id", "id"),  # ids are per project: one cannot claim another's
         Index("ix_request_logs_project_started", "project_id", "started_at"),
+        Index("ix_request_logs_project_model_started", "project_id", "model", "started_at"),  # a model's, by time
     )
     id: Mapped[str] = mapped_column(String(64))  # chosen by the capturer: delivery is idempotent
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))

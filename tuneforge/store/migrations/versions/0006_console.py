@@ -1,4 +1,5 @@
-"""The web console's sessions, and projects' own model prices.
+"""The web console's sessions, projects' own model prices, and an index for a model's logs in time order (the
+console's log page filtered by model walks it newest first).
 
 Revision ID: 0006
 Revises: 0005
@@ -34,9 +35,11 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Integer, nullable=False),
         sa.PrimaryKeyConstraint("project_id", "model"),
     )
+    op.create_index("ix_request_logs_project_model_started", "request_logs", ["project_id", "model", "started_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_request_logs_project_model_started", "request_logs")
     op.drop_table("project_prices")
     op.drop_index("ix_console_sessions_key_id", "console_sessions")
     op.drop_index("ix_console_sessions_project_id", "console_sessions")
