@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -206,14 +206,31 @@ def get(s: Session, log_id: str, project_id: str) -> RequestLog:
 GROUPS = ("model", "day", "tag:KEY")
 
 
+def _day(s: Session):
+    """A log's UTC date, as the database computes it."""
+    if s.bind.dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", func.to_timestamp(RequestLog.started_at)))
+    return func.date(RequestLog.started_at, "unixepoch")
+
+
+def daily(s: Session, project_id: str, since: float) -> list[dict[str, Any]]:
+    """Calls, errors and USD per UTC day and model since `since` (the console's overview charts), oldest first."""
+    day = _day(s)
+    q = (select(day, RequestLog.model, func.count(), func.sum(RequestLog.cost_usd),
+                func.sum(case((RequestLog.ok.is_(False), 1), else_=0)))
+         .where(RequestLog.project_id == project_id, RequestLog.started_at >= since)
+         .group_by(day, RequestLog.model).order_by(day))
+    return [{"day": str(d), "model": m, "calls": n, "cost_usd": float(c or 0.0), "errors": int(e or 0)}
+            for d, m, n, c, e in s.execute(q)]
+
+
 def costs(s: Session, project_id: str, flt: LogFilter, by: str = "model") -> list[dict[str, Any]]:
     """Calls, tokens and USD per model, per day (UTC) or per value of one tag (`tag:team`)."""
     if by == "model":
         key = RequestLog.model
         q = select(key)
     elif by == "day":
-        key = func.date(func.timezone("UTC", func.to_timestamp(RequestLog.started_at))) \
-            if s.bind.dialect.name == "postgresql" else func.date(RequestLog.started_at, "unixepoch")
+        key = _day(s)
         q = select(key)
     elif by.startswith("tag:") and len(by) > 4:
         key = LogTag.value

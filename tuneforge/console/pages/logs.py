@@ -64,9 +64,13 @@ def _render(request: Request, state, user, f: dict[str, Any], *, after: str | No
             status_code: int = 200):
     error = None
     rows, more, models = [], False, []
+    picked = (form or {}).get("picked") or []
+    if picked:  # a form sent back: show the rows that were picked, still picked
+        limit = logs.MAX_IDS
     with state.db.session() as s:
         try:
-            rows, more = logs.list_(s, user.project.id, _log_filter(f), after=after, before=before, limit=limit)
+            rows, more = logs.list_(s, user.project.id, _log_filter(f, picked[: logs.MAX_IDS]), after=after,
+                                    before=before, limit=limit)
         except TuneforgeError as exc:  # a bad filter value: shown next to its field, the table empty
             error = exc
         models = logs.recent_models(s, user.project.id)

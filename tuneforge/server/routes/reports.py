@@ -34,17 +34,25 @@ def savings_report(
 ) -> dict[str, Any]:
     """What the matching captured calls cost on the teacher per day and month, what they would cost on the
     student, and the student's win rate against the teacher with its CI."""
-    flt.status = flt.status or "ok"
+    price = _price(usd_per_hour, tokens_per_second, prompt_tokens_per_second, usd_per_1m_input, usd_per_1m_output)
     with state.db.session() as s:
-        t = logs.totals(s, project.id, flt)
-        report = _eval_report(s, project.id, eval_run) if eval_run else None
+        return savings_for(s, project.id, flt, student=student, price=price, eval_run=eval_run, teacher=teacher,
+                           days=days)
+
+
+def savings_for(s, project_id: str, flt: logs.LogFilter, *, student: str, price, eval_run: str | None = None,
+                teacher: str | None = None, days: float | None = None) -> dict[str, Any]:
+    """The savings table of the captured calls matching `flt` (successful ones unless it says otherwise), with the
+    student's win rate from `eval_run` when one is named (the API's report and the console's overview)."""
+    flt.status = flt.status or "ok"
+    t = logs.totals(s, project_id, flt)
+    report = _eval_report(s, project_id, eval_run) if eval_run else None
     if t["calls"] == 0:
         raise UserError("no captured calls match the filter: capture some first, or widen --model / --tag",
                         param="model")
     span = days or max((t["last"] - t["first"]) / DAY_S, 1.0)
     traffic = savings.Traffic(calls=t["calls"], prompt_tokens=t["prompt_tokens"],
                               completion_tokens=t["completion_tokens"], cost_usd=t["cost_usd"], days=span)
-    price = _price(usd_per_hour, tokens_per_second, prompt_tokens_per_second, usd_per_1m_input, usd_per_1m_output)
     win = None
     if report is not None:
         names = {m["name"] for m in report["models"]}
