@@ -82,6 +82,10 @@ def test_costs_by_model_day_and_tag(db):
         assert by_team == {"t0": 3, "t1": 2}
         with pytest.raises(UserError, match="tag:KEY"):
             logs.costs(s, pid, logs.LogFilter(), "week")
+        daily = {(r["day"], r["model"]): (r["calls"], r["errors"]) for r in logs.daily(s, pid, day - 1)}
+        assert daily[("2026-11-18", "gpt-4o")] == (2, 0) and daily[("2026-11-18", "mystery-model")] == (1, 0)
+        assert daily[("2026-11-19", "gpt-4o")] == (2, 0)
+        assert logs.daily(s, pid, day + 86400 * 400) == []
 
 
 def test_dataset_from_logs_dedupes_splits_prunes_and_keeps_lineage(db):
