@@ -96,9 +96,26 @@ def shots_dir(tmp_path_factory) -> Path:
     return folder
 
 
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter(el => el.type !== 'hidden' && el.offsetParent !== null)
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.innerText.trim())
+                && !(el.type === 'submit' && el.value))
+  .map(el => el.outerHTML.slice(0, 120))"""
+
+
+def assert_labelled(page) -> None:
+    """Every visible control has a label (a <label>, aria-label or aria-labelledby; a button its text)."""
+    missing = page.evaluate(UNLABELLED)
+    assert not missing, f"{page.url}: controls without a label: {missing}"
+
+
 @pytest.fixture
 def shot(shots_dir):
+    """Save a screenshot of the page (checking first that every control on it has a label)."""
+
     def save(page, name: str) -> Path:
+        assert_labelled(page)
         path = shots_dir / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 10_000, f"{path} looks blank (no fonts? install fonts-dejavu-core)"
