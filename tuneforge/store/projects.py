@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import Forbidden, NotFound, Unauthorized
@@ -56,11 +56,37 @@ def list_keys(s: Session, *, project: str | None = None) -> list[tuple[ApiKey, s
     return [(row, name) for row, name in s.execute(q.order_by(ApiKey.created_at, ApiKey.id))]
 
 
-def revoke_key(s: Session, key_id: str) -> tuple[ApiKey, str]:
-    """Refuse the key from now on (every request authenticates anew); revoking it again changes nothing."""
+def keys_page(s: Session, project_id: str, *, after: str | None = None, limit: int = 50) -> tuple[list[ApiKey], bool]:
+    """One project's keys (revoked ones too), newest first, a page at a time by keyset: `after` is the id of the
+    last key of the previous page (another project's id is ignored). Returns the page and whether more follow."""
+    q = select(ApiKey).where(ApiKey.project_id == project_id)
+    anchor = s.get(ApiKey, after) if after else None
+    if anchor is not None and anchor.project_id == project_id:
+        q = q.where(or_(ApiKey.created_at < anchor.created_at,
+                        and_(ApiKey.created_at == anchor.created_at, ApiKey.id < anchor.id)))
+    rows = list(s.scalars(q.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def active_keys(s: Session, project_id: str) -> int:
+    """How many of the project's keys are not revoked."""
+    return s.scalar(select(func.count()).select_from(ApiKey)
+                    .where(ApiKey.project_id == project_id, ApiKey.revoked_at.is_(None))) or 0
+
+
+def get_key(s: Session, key_id: str, *, project_id: str | None = None) -> ApiKey:
+    """A key's row by id; with `project_id`, only that project's (another project's key is NotFound, as if it
+    did not exist)."""
     row = s.get(ApiKey, key_id)
-    if row is None:
+    if row is None or (project_id is not None and row.project_id != project_id):
         raise NotFound(f"No API key with id '{key_id}': `tuneforge keys list` shows the ids", param="key_id")
+    return row
+
+
+def revoke_key(s: Session, key_id: str, *, project_id: str | None = None) -> tuple[ApiKey, str]:
+    """Refuse the key from now on (every request authenticates anew); revoking it again changes nothing. With
+    `project_id`, only that project's key may be revoked (see `get_key`)."""
+    row = get_key(s, key_id, project_id=project_id)
     if row.revoked_at is None:
         row.revoked_at = now()
     return row, s.get(Project, row.project_id).name
