@@ -5,6 +5,10 @@ What people look at: each grader's scores with error bars, the win-rate matrix a
 its intervals, the judge's position consistency, and the rows side by side with each verdict's explanation,
 filterable to the rows where the models differ or where the judge's two orders disagreed. Every piece of
 text that came from a model or a file is HTML-escaped.
+
+The pieces are public so the web console can embed them in its run page: `sections` (everything above the
+rows), `row` (one row side by side, with each verdict's explanation), `row_flags` and `FILTERS` (the
+disagreement filters, which the console applies on the server to page through rows).
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 from html import escape
 
 ROW_LIMIT = 5000  # rows shown; the JSON has them all
+# the row filters: name -> what it shows ("all", or a flag of `row_flags`)
+FILTERS = {"all": "all rows", "differ": "rows where the models differ",
+           "inconsistent": "rows where the judge's two orders disagreed"}
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d232a;max-width:1400px}
@@ -39,13 +46,19 @@ def _f(x: float | None, digits: int = 3) -> str:
 def render(report: dict) -> str:
     """The whole page for a report dict (`report.build_report`'s shape)."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Eval report</title><style>{CSS}</style>"
-             "</head><body><h1>Eval report</h1>", _summary(report), _scores(report), _matrices(report),
-             _ranking(report), _forgetting(report), _judge(report), _rows(report),
+             "</head><body><h1>Eval report</h1>", sections(report), _rows(report),
              f"<script>{JS}</script></body></html>"]
     return "".join(parts)
 
 
-def _summary(report: dict) -> str:
+def sections(report: dict) -> str:
+    """Everything above the rows: the summary, scores with error bars, win-rate matrices, the ranking, the
+    forgetting check and the judge's consistency (each section with an h2 heading, charts as inline SVG)."""
+    return "".join([summary(report), scores(report), matrices(report), ranking(report), forgetting(report),
+                    judge(report)])
+
+
+def summary(report: dict) -> str:
     sets = ", ".join(f"{escape(s['name'])} ({s['rows']} rows)" for s in report.get("test_sets", []))
     models = ", ".join(escape(m["name"]) for m in report.get("models", []))
     judge = [report["judge"].get("label") or "judge"] if report.get("judge") else []
@@ -55,7 +68,7 @@ def _summary(report: dict) -> str:
             f"<br><span class='muted'>All intervals are 95% bootstrap intervals.</span></p>")
 
 
-def _scores(report: dict) -> str:
+def scores(report: dict) -> str:
     out = ["<h2>Scores</h2>"]
     for label in report.get("graders", {}):
         bars = [(m["name"], m["graders"].get(label, {})) for m in report["models"]]
@@ -86,7 +99,8 @@ def _bar_chart(bars: list[tuple[str, dict]]) -> str:
     total = 20 + len(bars) * height
     axis = "".join(f"<text x='{left + t * width}' y='{total + 4}' text-anchor='middle' class='muted'>{t}</text>"
                    for t in (0, 0.5, 1))
-    return f"<svg width='{left + width + 60}' height='{total + 10}' role='img'>{''.join(rows)}{axis}</svg>"
+    return (f"<svg width='{left + width + 60}' height='{total + 10}' role='img' aria-label='Mean score per model, "
+            f"with its 95% CI as a whisker'>{''.join(rows)}{axis}</svg>")
 
 
 def _score_table(bars: list[tuple[str, dict]]) -> str:
@@ -115,7 +129,7 @@ def _heat(rate: float | None) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def _matrices(report: dict) -> str:
+def matrices(report: dict) -> str:
     names = [m["name"] for m in report.get("models", [])]
     by_grader: dict[str, dict[tuple[str, str], dict]] = {}
     for p in report.get("pairwise", []):
@@ -130,7 +144,9 @@ def _matrices(report: dict) -> str:
 
 
 def _matrix(names: list[str], pairs: dict[tuple[str, str], dict]) -> str:
-    cell, left, top = 110, 170, 120  # column names slanted above the cells, so long names do not collide
+    # column names slanted above the cells, so long names do not collide; as much room as the longest needs
+    cell, left = 110, 170
+    top = min(120, 24 + round(4.2 * max((len(n) for n in names), default=0)))
     shapes = []
     for i, row in enumerate(names):
         shapes.append(f"<text x='{left - 8}' y='{top + i * cell / 2 + 20}' text-anchor='end'>{escape(row)}</text>")
@@ -146,7 +162,8 @@ def _matrix(names: list[str], pairs: dict[tuple[str, str], dict]) -> str:
     heads = "".join(f"<text x='{left + j * cell + cell / 2}' y='{top - 8}' text-anchor='start' "
                     f"transform='rotate(-35 {left + j * cell + cell / 2} {top - 8})'>{escape(c)}</text>"
                     for j, c in enumerate(names))
-    return (f"<svg width='{left + len(names) * cell + 60}' height='{top + len(names) * cell / 2 + 10}' role='img'>"
+    return (f"<svg width='{left + len(names) * cell + 60}' height='{top + len(names) * cell / 2 + 10}' role='img' "
+            "aria-label='Win rate of each row model against each column model, with its 95% CI'>"
             f"{heads}{''.join(shapes)}</svg>")
 
 
@@ -164,7 +181,7 @@ def _flip(v: float | None) -> float | None:
     return None if v is None else 1 - v
 
 
-def _ranking(report: dict) -> str:
+def ranking(report: dict) -> str:
     by_grader: dict[str, list[dict]] = {}
     for r in report.get("ratings", []):
         by_grader.setdefault(r["grader"], []).append(r)
@@ -196,10 +213,11 @@ def interval_chart(ratings: list[dict]) -> str:
         shapes.append(f"<circle cx='{x(r['rating']):.1f}' cy='{y}' r='4' fill='#2f6fb3'/>"
                       f"<text x='{left + width + 12}' y='{y + 4}'>{r['rating']:.0f} "
                       f"({_f(r['ci_low'], 0)} – {_f(r['ci_high'], 0)})</text>")
-    return f"<svg width='{left + width + 160}' height='{len(ratings) * height + 16}' role='img'>{''.join(shapes)}</svg>"
+    return (f"<svg width='{left + width + 160}' height='{len(ratings) * height + 16}' role='img' "
+            f"aria-label='Ratings with their 95% intervals'>{''.join(shapes)}</svg>")
 
 
-def _forgetting(report: dict) -> str:
+def forgetting(report: dict) -> str:
     f = report.get("forgetting")
     if not f:
         return ""
@@ -212,7 +230,7 @@ def _forgetting(report: dict) -> str:
             f"<th>fine-tune</th><th>delta</th><th>95% CI</th><th>n</th></tr>{body}</table>")
 
 
-def _judge(report: dict) -> str:
+def judge(report: dict) -> str:
     j = report.get("judge")
     if not j:
         return ""
@@ -225,29 +243,41 @@ def _judge(report: dict) -> str:
 
 def _rows(report: dict) -> str:
     rows = report.get("rows", [])
-    head = ("<h2>Rows</h2><p>Show <select id='filter' onchange='applyFilter()'><option value='all'>all rows</option>"
-            "<option value='differ'>rows where the models differ</option><option value='inconsistent'>rows where "
-            "the judge's two orders disagreed</option></select>"
+    options = "".join(f"<option value='{k}'>{escape(label)}</option>" for k, label in FILTERS.items())
+    head = ("<h2>Rows</h2><p><label for='filter'>Show</label> <select id='filter' onchange='applyFilter()'>"
+            f"{options}</select>"
             + (f" <span class='muted'>(first {ROW_LIMIT} of {len(rows)})</span>" if len(rows) > ROW_LIMIT else "")
             + "</p>")
-    return head + "".join(_row(r) for r in rows[:ROW_LIMIT])
+    return head + "".join(row(r) for r in rows[:ROW_LIMIT])
 
 
-def _row(r: dict) -> str:
-    scores = {g: {m: v["score"] for m, v in by.items()} for g, by in r.get("grades", {}).items()}
-    differ = any(len(set(s.values())) > 1 for s in scores.values()) or any(
+def _grade_scores(r: dict) -> dict[str, dict[str, float | None]]:
+    return {g: {m: v["score"] for m, v in by.items()} for g, by in r.get("grades", {}).items()}
+
+
+def row_flags(r: dict) -> dict[str, bool]:
+    """Which filters a report row passes: `differ` (a grader scored the models differently, or the judge
+    preferred one), `inconsistent` (the judge's two orders of a pair gave different verdicts)."""
+    differ = any(len(set(s.values())) > 1 for s in _grade_scores(r).values()) or any(
         v["winner"] != "tie" for v in r.get("verdicts", []))
     inconsistent = any(v.get("consistent") is False for v in r.get("verdicts", []))
+    return {"all": True, "differ": differ, "inconsistent": inconsistent}
+
+
+def row(r: dict) -> str:
+    """One row side by side: the question, the reference, each model's answer with its grades, and each verdict
+    with the judge's explanation for both orders."""
+    by_grader, flags = _grade_scores(r), row_flags(r)
     question = next((m.get("content") for m in reversed(r["prompt"].get("messages", []))
                      if m.get("role") == "user" and isinstance(m.get("content"), str)), "")
     outs = []
     for model, out in r.get("outputs", {}).items():
-        grades = " ".join(f"{escape(g)}={_f(s.get(model), 2)}" for g, s in scores.items())
+        grades = " ".join(f"{escape(g)}={_f(s.get(model), 2)}" for g, s in by_grader.items())
         outs.append(f"<div class='out'><b>{escape(model)}</b> <span class='muted'>{grades}</span>"
-                    f"<pre>{escape(_shown(out))}</pre></div>")
+                    f"<pre>{_text_or_empty(_shown(out))}</pre></div>")
     if r.get("reference"):
         outs.insert(0, f"<div class='out'><b>reference</b><pre>{escape(_shown(r['reference']))}</pre></div>")
-    return (f"<div class='row' data-differ='{int(differ)}' data-inconsistent='{int(inconsistent)}'>"
+    return (f"<div class='row' data-differ='{int(flags['differ'])}' data-inconsistent='{int(flags['inconsistent'])}'>"
             f"<div class='muted'>#{r['index']} · {escape(str(r['test_set']))} row {r['row']}</div>"
             f"<pre>{escape(question or '')}</pre><div class='outs'>{''.join(outs)}</div>"
             f"{''.join(_verdict(v) for v in r.get('verdicts', []))}</div>")
@@ -265,6 +295,11 @@ def _verdict(v: dict) -> str:
                     f"{' (unreadable verdict)' if j['verdict'] == 'invalid' else ''}. "
                     f"{escape(j.get('explanation') or '')}</li>" for j in v.get("judgments", []))
     return f"<div>{head}<ul>{items}</ul></div>"
+
+
+def _text_or_empty(text: str) -> str:
+    """An answer, escaped; one with no visible text says so (else it would be a blank box)."""
+    return escape(text) if text.strip() else "<span class='muted'>(empty answer)</span>"
 
 
 def _shown(out: dict) -> str:
