@@ -11,7 +11,8 @@ by the model name:
   deny       HTTP 401 (a bad key)
   json       prefers the answer that is a JSON object; a tie when both or neither are
   NAME+slow  judge NAME, answering after 0.2 s
-  echo       not a judge: answers with the last user message, upper-cased (HTTP 400 if it contains REFUSE)
+  echo       not a judge: answers with the last user message, upper-cased (HTTP 400 if it contains REFUSE);
+             streamed a word at a time when asked
 
     with FakeJudge() as judge:
         client = OpenAIChatClient(judge.url, "key", "first")
@@ -29,7 +30,7 @@ import time
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from live_server import free_port
 
 SLOW = "+slow"
@@ -93,6 +94,9 @@ def make_app(calls: list[dict], attempts: dict[str, int]) -> FastAPI:
             if "REFUSE" in question:
                 return JSONResponse({"error": {"message": "content filtered", "type": "invalid_request_error"}},
                                     status_code=400)
+            if body.get("stream"):
+                return _stream(model, question.upper(), usage=bool((body.get("stream_options") or {})
+                                                                   .get("include_usage")))
             return _completion(model, question.upper())
         if model == "strict" and "response_format" in body:
             return JSONResponse({"error": {"message": "response_format is not supported", "type":
@@ -106,6 +110,28 @@ def _completion(model: str, content: str) -> dict:
     return {"id": "chatcmpl-judge", "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def _stream(model: str, content: str, usage: bool) -> StreamingResponse:
+    """The reply as OpenAI's server-sent chunks, a word at a time."""
+
+    def chunk(delta: dict, finish: str | None = None, usage: dict | None = None) -> str:
+        choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        body = {"id": "chatcmpl-echo", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model, "choices": choices, **({"usage": usage} if usage else {})}
+        return f"data: {json.dumps(body)}\n\n"
+
+    def events():
+        yield chunk({"role": "assistant", "content": ""})
+        for i, word in enumerate(content.split(" ")):
+            yield chunk({"content": (" " if i else "") + word})
+        yield chunk({}, "stop")
+        if usage:
+            words = len(content.split())
+            yield chunk({}, usage={"prompt_tokens": words, "completion_tokens": words, "total_tokens": 2 * words})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 class FakeJudge:

@@ -138,7 +138,7 @@ def test_a_price_is_set_listed_and_deleted_for_this_project_only(store, acme):
         assert prices.list_(s, _project_id(s, "acme")) == []
 
 
-def test_the_upstream_view_shows_routes_but_never_a_secret(acme, tmp_path, monkeypatch):
+def test_the_upstream_view_shows_routes_but_never_a_secret(store, tmp_path, monkeypatch):
     secret, other = "sk-operator-7f3a9c1e5b2d8046", "sk-anthropic-0c4e8a2f6b1d9357"
     config = tmp_path / "upstreams.json"
     config.write_text(json.dumps({"upstreams": [
@@ -151,7 +151,10 @@ def test_the_upstream_view_shows_routes_but_never_a_secret(acme, tmp_path, monke
     monkeypatch.setenv("TUNEFORGE_UPSTREAM_API_KEY", secret)
     monkeypatch.setenv("TF_TEST_ANTHROPIC_KEY", other)
     monkeypatch.delenv("TF_TEST_UNSET_KEY", raising=False)
-    html = acme.get("/settings").text
+    db, keys = store
+    with TestClient(create_app(db)) as acme:  # the server reads its upstreams when it starts
+        signed_in(acme, keys["acme"])
+        html = acme.get("/settings").text
     for hidden in (secret, other, "hunter2", "qs-secret-123", "TF_TEST_ANTHROPIC_KEY", "TUNEFORGE_UPSTREAM_API_KEY"):
         assert hidden not in html
     upstreams = html[html.index('id="upstreams"'):html.index('id="prices"')]

@@ -90,8 +90,6 @@ def test_the_overview_shows_shared_and_own_prices_by_model(db):
     assert rows["unknown-model"].shared is None and rows["unknown-model"].effective is None
 
 
-@pytest.mark.xfail(strict=True, reason="store/spend.py sums the logged cost_usd, which the project's own price "
-                                       "sets: a tenant's $0 price would lift its daily cap on the operator's key")
 def test_a_project_price_does_not_lower_its_spend_on_the_operators_key(db):
     from tuneforge.store import spend
 

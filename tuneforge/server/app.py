@@ -52,6 +52,7 @@ def create_app(db: Database, engines: Engines | None = None, settings: Settings 
                     "a logging proxy to upstream providers, request logs, datasets, evals and savings reports.",
     )
     app.state.tuneforge = state
+    app.state.upstreams = upstreams  # what the proxy forwards to (the console's settings page shows it)
     errors.install(app)
     for module in (files, fine_tuning, models, chat, completions, logs, datasets, evals, merges, bakeoffs, reports,
                    admin):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import threading
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -118,10 +117,9 @@ def current_project(request: Request, state: Annotated[State, Depends(get_state)
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header.lower().startswith("bearer ") else None
     with state.db.session() as s:
-        if key is None and (csrf := request.headers.get(console_sessions.CSRF_HEADER)):
-            user = console_sessions.resolve(s, request.cookies.get(console_sessions.COOKIE))
-            if user is not None and hmac.compare_digest(csrf, user.csrf):
-                return user.project
+        if key is None and (project := console_sessions.project_of(
+                s, request.cookies.get(console_sessions.COOKIE), request.headers.get(console_sessions.CSRF_HEADER))):
+            return project
         return projects.authenticate(s, key)
 
 

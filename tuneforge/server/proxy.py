@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.responses import Response, StreamingResponse
 
 from tuneforge.capture import record as rec
@@ -33,7 +34,7 @@ from tuneforge.errors import TuneforgeError
 from tuneforge.server.errors import error_response
 from tuneforge.server.log_sink import LogSink
 from tuneforge.server.rate import RateLimiter, SpendMeter
-from tuneforge.store import models, projects, spend
+from tuneforge.store import console_sessions, models, projects, spend
 
 log = logging.getLogger("tuneforge.server")
 PATHS = {"/v1/chat/completions": "chat/completions"}
@@ -85,7 +86,7 @@ class ProxyMiddleware:
         headers = Headers(scope=scope)
         caller_key = headers.get("x-upstream-authorization") or None
         try:
-            project_id = await self._project(headers.get("authorization", ""))
+            project_id = await self._project(headers.get("authorization", ""), headers)
             tags = tags_from(headers.get("x-tuneforge-tags"))
             refused = await self._refuse(project_id, lent=caller_key is None)
         except TuneforgeError as exc:
@@ -146,12 +147,21 @@ class ProxyMiddleware:
                     type="insufficient_quota", code="insufficient_quota", retry_after=max(1, wait))
         return None
 
-    async def _project(self, authorization: str) -> str:
+    async def _project(self, authorization: str, headers: Headers) -> str:
         key = authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
+        csrf = headers.get(console_sessions.CSRF_HEADER)
+        if key is None and csrf:  # the web console's playground: its session cookie and CSRF token
+            token = cookie_parser(headers.get("cookie", "")).get(console_sessions.COOKIE, "")
+            return await _cached(self._keys, f"session:{token}:{csrf}", KEY_CACHE_S, self._lookup)
         return await _cached(self._keys, key or "", KEY_CACHE_S, self._lookup)
 
     def _lookup(self, key: str) -> str:
         with self.state.db.session() as s:
+            if key.startswith("session:"):
+                token, _, csrf = key.removeprefix("session:").partition(":")
+                if project := console_sessions.project_of(s, token, csrf):
+                    return project.id
+                key = ""
             return projects.authenticate(s, key or None).id
 
     def _spent(self, project_id: str) -> float:

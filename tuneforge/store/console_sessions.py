@@ -6,6 +6,7 @@ state-changing console request must echo."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -60,6 +61,13 @@ def resolve(s: Session, token: str | None) -> SignedIn | None:
     if session.expires_at < now() or key.revoked_at is not None:
         return None
     return SignedIn(s.get(Project, session.project_id), key.id, key.prefix, session.csrf, session.expires_at)
+
+
+def project_of(s: Session, token: str | None, csrf: str | None) -> Project | None:
+    """The project of a console session's API call: its cookie's token and, in a header, its CSRF token (the
+    cookie alone never: a browser sends it along with another site's requests too)."""
+    user = resolve(s, token) if csrf else None
+    return user.project if user is not None and hmac.compare_digest(csrf, user.csrf) else None
 
 
 def sign_out(s: Session, token: str | None) -> None:

@@ -1,8 +1,8 @@
 """What one project spent today through the logging proxy on the operator's provider keys, for its daily limit
 (`limits.proxy_usd_per_day`).
 
-Counted: the project's proxied calls (`source = "proxy"`) started since 00:00 UTC, at the cost each was priced
-at when logged (`capture/pricing.py`, as `store/logs.py` totals cost), except the calls made with the caller's
+Counted: the project's proxied calls (`source = "proxy"`) started since 00:00 UTC, priced by the shared table
+(`capture/pricing.py`; not the project's own prices, which a tenant sets), except the calls made with the caller's
 own provider key, which the proxy tags `tuneforge.upstream_key=caller`. Not counted: calls on models the pricing
 table does not know (their cost is unknown: allowlist priced models only), and calls still in flight, so
 concurrent calls can overshoot the limit by what they cost. The proxy reads this now and then and adds its own
@@ -36,11 +36,12 @@ def proxied_usd_today(s: Session, project_id: str, now: float | None = None) -> 
     key, value = CALLER_KEY_TAG
     own = exists().where(LogTag.project_id == RequestLog.project_id, LogTag.log_id == RequestLog.id,
                          LogTag.key == key, LogTag.value == value)
-    q = select(func.sum(RequestLog.cost_usd)).where(
+    q = select(RequestLog.model, func.sum(RequestLog.prompt_tokens), func.sum(RequestLog.completion_tokens)).where(
         RequestLog.project_id == project_id, RequestLog.source == "proxy", RequestLog.started_at >= day_start(now),
         ~own,
-    )
-    return float(s.scalar(q) or 0.0)
+    ).group_by(RequestLog.model)
+    table = pricing.load()  # the shared prices, never the project's own: a tenant's $0 must not lift its cap
+    return sum(table.cost(model, p or 0, c or 0) or 0.0 for model, p, c in s.execute(q))
 
 
 def record_usd(record: dict[str, Any]) -> float:

@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from tuneforge.capture import upstreams as upstreams_
 from tuneforge.console.auth import Acting, User
 from tuneforge.console.render import page
-from tuneforge.errors import ConfigError, NotFound, UserError
+from tuneforge.errors import NotFound, UserError
 from tuneforge.server.deps import StateDep
 from tuneforge.store import console_sessions, logs, prices, projects
 from tuneforge.store.console_sessions import SignedIn
@@ -33,19 +33,15 @@ def _public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else "(not a URL)"
 
 
-def upstream_routes() -> tuple[list[dict], str | None]:
-    """Where the proxy forwards models, as a tenant may see it: patterns, URL and whether the operator's key is
-    set, never the key or its variable's contents. With an error line when the configuration cannot be read."""
-    try:
-        config = upstreams_.from_env()
-    except ConfigError:
-        return [], "The server's upstream configuration cannot be read: ask the operator to fix it."
+def upstream_routes(config: upstreams_.Upstreams) -> list[dict]:
+    """Where the proxy forwards models (the server's own configuration, `app.state.upstreams`), as a tenant may
+    see it: patterns, URL and whether the operator's key is set, never the key or its variable's contents."""
     rows = [{"models": ", ".join(patterns), "url": _public_url(u.url), "key": u.api_key() is not None}
             for patterns, u in config.routes]
     if config.default is not None:
         rows.append({"models": "every other model", "url": _public_url(config.default.url),
                      "key": config.default.api_key() is not None})
-    return rows, None
+    return rows
 
 
 def _render(request: Request, state: StateDep, user: SignedIn, *, keys_after: str | None = None,
@@ -55,7 +51,7 @@ def _render(request: Request, state: StateDep, user: SignedIn, *, keys_after: st
         keys, more_keys = projects.keys_page(s, user.project.id, after=keys_after, limit=KEYS_PAGE)
         seen = logs.recent_models(s, user.project.id)[:MAX_SEEN_MODELS]
         priced = prices.overview(s, user.project.id, seen)
-    routes, routes_error = upstream_routes()
+    routes, routes_error = upstream_routes(request.app.state.upstreams), None
     response = page(request, "settings.html", user, status_code=status_code, keys=keys, more_keys=more_keys,
                     keys_after=keys_after, new_key=new_key, routes=routes, routes_error=routes_error,
                     limits=state.settings.limits, priced=priced, seen=seen, price_form=price_form or {},

@@ -77,6 +77,7 @@ window.tf = (function () {
           const data = line.slice(6).trim();
           if (data === "[DONE]") continue;
           const chunk = JSON.parse(data);
+          if (chunk.error) throw new Error(chunk.error.message || "the stream failed");
           if (chunk.usage) usage = chunk.usage;
           const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
           if (delta && delta.content) {
