@@ -1,5 +1,5 @@
-"""The playground in headless Chromium: two columns on the served base model `tiny` stream their replies at the
-same time (more than one chunk each), show the call's figures, keep their conversations, show an error in the
+"""The playground in headless Chromium: two columns, the served base model `tiny` and the upstream's `echo`
+(through the proxy), stream their replies at the same time (more than one chunk each), show the call's figures, keep their conversations, show an error in the
 column it belongs to, and clear."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ def replies(page):
 def test_chat_in_the_playground_streams_into_both_columns(page, shot):
     page.goto("/playground")
     page.get_by_label("Columns").select_option("2")
-    for i in (0, 1):
-        page.locator(f"#pg-model-{i}").select_option("tiny")
+    page.locator("#pg-model-0").select_option("tiny")  # served here
+    page.locator("#pg-custom-1").fill("echo")  # a hosted model, through the proxy (signed in by the session)
     page.get_by_label("Temperature").fill("1")  # (greedy, the random model says only newlines)
     page.get_by_label("Max tokens").fill("12")
     page.get_by_label("System prompt").fill("You are terse.")
@@ -33,6 +33,7 @@ def test_chat_in_the_playground_streams_into_both_columns(page, shot):
         assert reply.locator(".pg-text").inner_text().strip()
         expect(reply.locator(".pg-stats")).to_contain_text("completion tokens")
         expect(reply.locator(".pg-stats")).to_contain_text("first token")
+    assert replies(page).nth(1).locator(".pg-text").inner_text().strip() == "SAY HELLO."  # the upstream's answer
 
     # the conversation goes on; a column whose model does not exist says so in that column only
     missing = "ft:tiny:acme:none:ftjob-missing"  # a name in this server's form (an upstream name would be forwarded)
