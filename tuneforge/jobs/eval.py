@@ -49,6 +49,7 @@ class Source(BaseModel):
     content: list[ContentItem] | None = Field(None, max_length=MAX_ROWS, description="file_content: the rows.")
     split: Literal["train", "test"] = Field("test", description="dataset: which split.")
     name: str | None = Field(None, description="suite: its name (`general`).")
+    limit: int | None = Field(None, ge=1, le=MAX_ROWS, description="Only the first N rows (any source).")
 
 
 class DataSource(BaseModel):
@@ -198,7 +199,8 @@ def _rows(s: Session, project_id: str, source: DataSource) -> tuple[str, list[di
     src = source.source
     if src.type == "suite":
         test_set = suite.load_suite(src.name or "")
-        return test_set.name, test_set.rows
+        name, rows = test_set.name, test_set.rows[: src.limit] if src.limit else test_set.rows
+        return (f"{name}, first {len(rows)} rows" if src.limit and len(rows) < len(test_set.rows) else name), rows
     if src.type == "dataset":
         ds = datasets.get(s, src.id or "", project_id)
         lines = datasets.export_lines(s, ds, src.split)
@@ -211,6 +213,8 @@ def _rows(s: Session, project_id: str, source: DataSource) -> tuple[str, list[di
         rows, name = _valid(Path(f.path), f"{f.id} ({f.filename})"), f.filename
     else:
         rows, name = _valid_content([_item(c, source.type) for c in src.content or []]), "file_content"
+    if src.limit and len(rows) > src.limit:
+        rows, name = rows[: src.limit], f"{name}, first {src.limit} rows"
     if not rows or len(rows) > MAX_ROWS:
         raise UserError(f"an eval run takes 1 to {MAX_ROWS} rows; this source has {len(rows)}",
                         param="data_source.source")

@@ -189,20 +189,13 @@ def _create(state, user, form: CreateForm) -> tuple[str, str]:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise FormError("name" if err["loc"][:1] == ("name",) else "graders", err["msg"]) from None
-    made: list[Path] = []
-    try:
-        with state.db.session() as s:
-            source = _source(s, user.project.id, form, limit, made)
-            data_source = {"type": "tuneforge", "models": names, "source": source, "sampling_params": sampling,
-                           **({"reference": form.reference} if form.reference else {})}
-            ev = evals.create(s, user.project.id, name=body.name, data_source_config=body.data_source_config,
-                              testing_criteria=body.testing_criteria, metadata=None)
-            job = kinds.get("eval").accept(s, user.project, RunCreate(data_source=data_source), eval=ev)
-            return ev.id, job.id
-    except BaseException:
-        for path in made:  # a file made for the row limit, when the transaction that kept it was rolled back
-            path.unlink(missing_ok=True)
-        raise
+    data_source = {"type": "tuneforge", "models": names, "source": _source(form, limit), "sampling_params": sampling,
+                   **({"reference": form.reference} if form.reference else {})}
+    with state.db.session() as s:
+        ev = evals.create(s, user.project.id, name=body.name, data_source_config=body.data_source_config,
+                          testing_criteria=body.testing_criteria, metadata=None)
+        job = kinds.get("eval").accept(s, user.project, RunCreate(data_source=data_source), eval=ev)
+        return ev.id, job.id
 
 
 def _checked(form: CreateForm) -> tuple[list[str], list[tuple[str, dict]], dict, int | None]:
@@ -218,8 +211,6 @@ def _checked(form: CreateForm) -> tuple[list[str], list[tuple[str, dict]], dict,
     tokens = _positive(form.max_tokens, "max_tokens", "Max tokens is a whole number from 1 to 4096 (or empty).")
     if tokens is not None and tokens > 4096:
         raise FormError("max_tokens", "Max tokens is a whole number from 1 to 4096 (or empty).")
-    if limit is not None and form.source == "suite":
-        raise FormError("limit", "A bundled suite runs whole: clear the row limit, or pick a dataset or a file.")
     return names, criteria, ({"max_completion_tokens": tokens} if tokens else {}), limit
 
 
@@ -231,47 +222,20 @@ def _positive(text: str, name: str, message: str) -> int | None:
     return int(text)
 
 
-def _source(s, pid: str, form: CreateForm, limit: int | None, made: list[Path]) -> dict:
-    """The run's data source, as the API takes it; with a row limit under the source's size, a new file of its
-    first rows, named so (the run copies its rows when it is accepted: a file keeps what it ran on findable)."""
+def _source(form: CreateForm, limit: int | None) -> dict:
+    """The run's data source, as the API takes it (with the row limit, if any)."""
+    first = {"limit": limit} if limit else {}
     if form.source == "suite":
-        return {"type": "suite", "name": form.suite}
+        return {"type": "suite", "name": form.suite, **first}
     if form.source == "dataset":
         if not form.dataset_id:
             raise FormError("source", "Choose a dataset (or another test set).")
-        whole = {"type": "dataset", "id": form.dataset_id, "split": form.split}
-        if limit is None:
-            return whole
-        ds = datasets.get(s, form.dataset_id, pid)
-        lines, name = datasets.export_lines(s, ds, form.split), f"{ds.name} ({form.split})"
-    elif form.source == "file":
+        return {"type": "dataset", "id": form.dataset_id, "split": form.split, **first}
+    if form.source == "file":
         if not form.file_id:
             raise FormError("source", "Choose an uploaded file, or upload one.")
-        whole = {"type": "file_id", "id": form.file_id}
-        if limit is None:
-            return whole
-        f = files.get(s, form.file_id, project_id=pid)
-        lines, name = _first_lines(Path(f.path), limit + 1), f.filename
-    else:
-        raise FormError("source", "Choose where the test rows come from.")
-    if len(lines) <= limit:
-        return whole
-    lines = lines[:limit]
-    row = files.create(s, project_id=pid, filename=f"{name}, first {len(lines)} rows.jsonl", purpose="evals",
-                       content="".join(line + "\n" for line in lines).encode())
-    made.append(Path(row.path))
-    return {"type": "file_id", "id": row.id}
-
-
-def _first_lines(path: Path, n: int) -> list[str]:
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                out.append(line.rstrip("\n"))
-                if len(out) == n:
-                    break
-    return out
+        return {"type": "file_id", "id": form.file_id, **first}
+    raise FormError("source", "Choose where the test rows come from.")
 
 
 def _field_of(exc: TuneforgeError, form: CreateForm) -> str:
@@ -302,7 +266,7 @@ PARAM_FIELDS = [("testing_criteria.model", "judge"), ("testing_criteria", "grade
 def eval_page(request: Request, state: StateDep, user: User, eval_id: str, after: str | None = None):
     with state.db.session() as s:
         ev = evals.get(s, eval_id, user.project.id)
-        runs = api._runs(s, user.project.id, eval_id)
+        runs = api.runs_of(s, user.project.id, eval_id)
         start = next((n + 1 for n, j in enumerate(runs) if j.id == after), 0) if after else 0
         shown = [_run_view(j, ev.name) for j in runs[start:start + PAGE]]
         view = _eval_view(ev)
@@ -318,7 +282,7 @@ def _eval_view(ev: Eval) -> dict:
 
 
 def _run_view(job: Job, eval_name: str) -> dict:
-    spec = api._spec(job)
+    spec = api.spec_of(job)
     return {"id": job.id, "eval_id": spec.eval_id, "eval_name": eval_name, "name": spec.name, "models": spec.models,
             "test_set": spec.test_set, "rows": spec.rows, "status": job.status, "created_at": job.created_at,
             "finished_at": job.finished_at, "reference": spec.reference,
@@ -330,7 +294,7 @@ def _run_view(job: Job, eval_name: str) -> dict:
 
 def _run_of(state, user, eval_id: str, run_id: str) -> tuple[Eval, Job]:
     with state.db.session() as s:
-        job = api._run(s, user.project, eval_id, run_id)  # NotFound for another project's or a deleted run
+        job = api.run_of(s, user.project, eval_id, run_id)  # NotFound for another project's or a deleted run
         ev = evals.get(s, eval_id, user.project.id)
     return ev, job
 
@@ -405,7 +369,7 @@ def run_report(state: StateDep, user: User, eval_id: str, run_id: str, ext: str)
 @router.post("/evals/{eval_id}/runs/{run_id}/cancel")
 def cancel(state: StateDep, user: Acting, eval_id: str, run_id: str):
     with state.db.session() as s:
-        api._run(s, user.project, eval_id, run_id)
+        api.run_of(s, user.project, eval_id, run_id)
         if s.get(Job, run_id).status not in jobs.FINAL:
             jobs.cancel(s, run_id, project_id=user.project.id, kind="eval")
     return RedirectResponse(f"/evals/{eval_id}/runs/{run_id}", status_code=303)

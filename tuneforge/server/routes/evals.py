@@ -42,7 +42,7 @@ STATUS = {"validating_files": "queued", "queued": "queued", "running": "in_progr
 MAX_RUNS_LISTED = 10_000  # an eval's runs are found among the project's eval jobs, newest first
 
 
-def _spec(job: Job) -> EvalRunSpec:
+def spec_of(job: Job) -> EvalRunSpec:
     return kinds.get("eval").spec(job)
 
 
@@ -57,7 +57,7 @@ def eval_to_api(ev: Eval) -> EvalObject:
 
 
 def run_to_api(job: Job) -> EvalRun:
-    spec, result = _spec(job), job.result or {}
+    spec, result = spec_of(job), job.result or {}
     counts = result.get("counts", {})
     per = [PerTestingCriteriaResult(testing_criteria=k, **v) for k, v in counts.get("per_testing_criteria", {}).items()]
     error = {"code": job.error.get("code") or "error", "message": job.error.get("message", "")} if job.error else None
@@ -112,7 +112,7 @@ def delete_eval(state: StateDep, project: ProjectDep, eval_id: str):
     """Delete an eval; its unfinished runs are cancelled."""
     with state.db.session() as s:
         evals.get(s, eval_id, project.id)
-        for job in _runs(s, project.id, eval_id):
+        for job in runs_of(s, project.id, eval_id):
             if job.status not in jobs.FINAL:
                 jobs.cancel(s, job.id, project_id=project.id, kind="eval")
         evals.delete(s, eval_id, project.id)
@@ -126,7 +126,7 @@ def create_run(state: StateDep, project: ProjectDep, eval_id: str, body: RunCrea
         return run_to_api(kinds.get("eval").accept(s, project, body, eval=ev))
 
 
-def _runs(s, project_id: str, eval_id: str) -> list[Job]:
+def runs_of(s, project_id: str, eval_id: str) -> list[Job]:
     rows, _ = jobs.list_(s, project_id=project_id, after=None, limit=MAX_RUNS_LISTED, kind="eval")
     return [j for j in rows if j.spec.get("eval_id") == eval_id and not (j.result or {}).get("deleted")]
 
@@ -137,14 +137,14 @@ def list_runs(state: StateDep, project: ProjectDep, eval_id: str, after: str | N
               status: Literal["queued", "in_progress", "completed", "canceled", "failed"] | None = None):
     with state.db.session() as s:
         evals.get(s, eval_id, project.id)
-        runs = [run_to_api(j) for j in _runs(s, project.id, eval_id)]
+        runs = [run_to_api(j) for j in runs_of(s, project.id, eval_id)]
     runs = [r for r in (runs if order == "desc" else runs[::-1]) if status is None or r.status == status]
     start = next((n + 1 for n, r in enumerate(runs) if r.id == after), 0) if after else 0
     page = runs[start:start + limit]
     return RunList(**_page(page), has_more=start + limit < len(runs))
 
 
-def _run(s, project, eval_id: str, run_id: str) -> Job:
+def run_of(s, project, eval_id: str, run_id: str) -> Job:
     evals.get(s, eval_id, project.id)
     job = jobs.get(s, run_id, project_id=project.id, kind="eval")
     if job.spec.get("eval_id") != eval_id or (job.result or {}).get("deleted"):
@@ -155,14 +155,14 @@ def _run(s, project, eval_id: str, run_id: str) -> Job:
 @router.get("/{eval_id}/runs/{run_id}", response_model=EvalRun)
 def get_run(state: StateDep, project: ProjectDep, eval_id: str, run_id: str):
     with state.db.session() as s:
-        return run_to_api(_run(s, project, eval_id, run_id))
+        return run_to_api(run_of(s, project, eval_id, run_id))
 
 
 @router.post("/{eval_id}/runs/{run_id}/cancel", response_model=EvalRun)
 def cancel_run(state: StateDep, project: ProjectDep, eval_id: str, run_id: str):
     """Cancel a run; what it generated and judged so far stays in its folder."""
     with state.db.session() as s:
-        _run(s, project, eval_id, run_id)
+        run_of(s, project, eval_id, run_id)
         return run_to_api(jobs.cancel(s, run_id, project_id=project.id, kind="eval"))
 
 
@@ -170,7 +170,7 @@ def cancel_run(state: StateDep, project: ProjectDep, eval_id: str, run_id: str):
 def delete_run(state: StateDep, project: ProjectDep, eval_id: str, run_id: str):
     """Delete a run (cancelled first if unfinished); its job and events stay, for the record."""
     with state.db.session() as s:
-        job = _run(s, project, eval_id, run_id)
+        job = run_of(s, project, eval_id, run_id)
         if job.status not in jobs.FINAL:
             job = jobs.cancel(s, run_id, project_id=project.id, kind="eval")
         job.result = {**(job.result or {}), "deleted": True}
@@ -182,7 +182,7 @@ def run_events(state: StateDep, project: ProjectDep, eval_id: str, run_id: str, 
                limit: Limit = 20):
     """The run's progress, newest first (a tuneforge extension, as fine-tuning jobs have)."""
     with state.db.session() as s:
-        _run(s, project, eval_id, run_id)
+        run_of(s, project, eval_id, run_id)
         rows, more = jobs.events(s, run_id, after=after, limit=limit)
         data = [RunEvent(id=e.id, created_at=e.created_at, level=e.level, message=e.message, data=e.data,
                          type=e.type) for e in rows]
@@ -191,7 +191,7 @@ def run_events(state: StateDep, project: ProjectDep, eval_id: str, run_id: str, 
 
 def report_path(state, project, eval_id: str, run_id: str, name: str = "report.json") -> Path:
     with state.db.session() as s:
-        job = _run(s, project, eval_id, run_id)
+        job = run_of(s, project, eval_id, run_id)
     path = Path(job.out_dir) / name
     if job.status != "succeeded" or not path.exists():
         raise NotFound(f"Run {run_id} has no report: it is {STATUS[job.status]}", param="run_id",
@@ -214,8 +214,8 @@ def run_report_html(state: StateDep, project: ProjectDep, eval_id: str, run_id: 
 def _items_of(state, project, eval_id: str, run_id: str) -> list[OutputItem]:
     report = json.loads(report_path(state, project, eval_id, run_id).read_text())
     with state.db.session() as s:
-        job = _run(s, project, eval_id, run_id)
-        spec, created = _spec(job), job.finished_at or job.created_at
+        job = run_of(s, project, eval_id, run_id)
+        spec, created = spec_of(job), job.finished_at or job.created_at
     return [item for row in report["rows"] for item in _row_items(report, row, spec, eval_id, run_id, created)]
 
 
