@@ -1,6 +1,6 @@
 """The playground in headless Chromium: two columns, the served base model `tiny` and the upstream's `echo`
-(through the proxy), stream their replies at the same time (more than one chunk each), show the call's figures, keep their conversations, show an error in the
-column it belongs to, and clear."""
+(through the proxy), stream their replies at the same time (more than one chunk each), show the call's figures,
+keep their conversations, show an error in the column it belongs to, and clear."""
 
 from __future__ import annotations
 
