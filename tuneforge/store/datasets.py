@@ -24,6 +24,8 @@ from tuneforge.store.db import new_id, now
 from tuneforge.store.tables import Dataset, DatasetEntry
 
 DEDUPE = ("none", "exact", "near")
+MAX_PRUNING_RULES = 32  # rules one dataset may hold: every served request of its models runs each of them
+MAX_RULE_CHARS = 50_000  # one rule's text (a long system prompt fits)
 
 
 @dataclass
@@ -175,6 +177,51 @@ def entries(s: Session, dataset_id: str, split_: str | None = None, *, offset: i
     if split_:
         q = q.where(DatasetEntry.split == split_)
     return list(s.scalars(q.order_by(DatasetEntry.position).offset(offset).limit(limit)))
+
+
+def page(s: Session, project_id: str, *, after: str | None, limit: int) -> tuple[list[Dataset], bool]:
+    """One page of the project's datasets, newest first (keyset: `after` is the previous page's last id), and
+    whether more follow."""
+    q = select(Dataset).where(Dataset.project_id == project_id)
+    anchor = s.get(Dataset, after) if after else None
+    if anchor is not None and anchor.project_id == project_id:
+        q = q.where((Dataset.created_at < anchor.created_at)
+                    | ((Dataset.created_at == anchor.created_at) & (Dataset.id < anchor.id)))
+    rows = list(s.scalars(q.order_by(Dataset.created_at.desc(), Dataset.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def entry_page(s: Session, dataset_id: str, split_: str | None = None, *, after: int | None = None,
+               limit: int) -> tuple[list[DatasetEntry], bool]:
+    """One page of entries in position order (keyset: `after` is the previous page's last position), and whether
+    more follow: a page of a million-entry dataset costs what the first page does."""
+    q = select(DatasetEntry).where(DatasetEntry.dataset_id == dataset_id)
+    if split_:
+        q = q.where(DatasetEntry.split == split_)
+    if after is not None:
+        q = q.where(DatasetEntry.position > after)
+    rows = list(s.scalars(q.order_by(DatasetEntry.position).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def check_pruning_rules(rules: list[str]) -> list[str]:
+    """The rules to keep (blank ones dropped, order kept); UserError past MAX_PRUNING_RULES or MAX_RULE_CHARS."""
+    kept = [r for r in rules if r.strip()]
+    if len(kept) > MAX_PRUNING_RULES:
+        raise UserError(f"{len(kept)} pruning rules: a dataset takes at most {MAX_PRUNING_RULES} (join texts that "
+                        "always appear together into one rule)", param="pruning_rules")
+    for i, rule in enumerate(kept, 1):
+        if len(rule) > MAX_RULE_CHARS:
+            raise UserError(f"rule {i} is {len(rule):,} characters: a rule is at most {MAX_RULE_CHARS:,}",
+                            param="pruning_rules")
+    return kept
+
+
+def set_pruning_rules(s: Session, ds: Dataset, rules: list[str]) -> Dataset:
+    """Replace a dataset's pruning rules: its exports apply the new ones from now on. Models already fine-tuned
+    on it keep the rules they were trained with (their job copied them), so nothing served changes."""
+    ds.pruning_rules = check_pruning_rules(rules)
+    return ds
 
 
 def entry_count(s: Session, dataset_id: str) -> int:

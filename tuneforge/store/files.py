@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneforge import paths
-from tuneforge.data.validate import validate_file
+from tuneforge.data.validate import Problem, validate_file
 from tuneforge.errors import Conflict, NotFound, UserError
 from tuneforge.store import quotas
 from tuneforge.store.db import new_id, now
@@ -120,6 +120,16 @@ def create_from(s: Session, part: Incoming, *, project_id: str, filename: str, p
     return row
 
 
+class InvalidTrainingFile(UserError):
+    """A fine-tune upload with bad lines. The message lists them as `FILE:LINE: field: what is wrong`; `problems`
+    keeps them as found (at most MAX_PROBLEMS_SHOWN) and `more` counts the rest, for a caller that shows each
+    beside its form field (the web console)."""
+
+    def __init__(self, message: str, problems: list[Problem], more: int):
+        super().__init__(message, param="file", code="invalid_file_format")
+        self.problems, self.more = problems, more
+
+
 def _check_training_file(path: Path, filename: str) -> None:
     report = validate_file(path, keep_rows=False, max_problems=MAX_PROBLEMS_SHOWN)  # memory: not the file's size
     if report.ok:
@@ -128,10 +138,8 @@ def _check_training_file(path: Path, filename: str) -> None:
     total = len(report.problems) + report.more_problems
     if report.more_problems:
         lines.append(f"... and {report.more_problems} more")
-    raise UserError(
-        f"Invalid file format for fine-tuning: {total} bad lines.\n" + "\n".join(lines),
-        param="file", code="invalid_file_format",
-    )
+    raise InvalidTrainingFile(f"Invalid file format for fine-tuning: {total} bad lines.\n" + "\n".join(lines),
+                              report.problems, report.more_problems)
 
 
 def get(s: Session, file_id: str, *, project_id: str) -> File:

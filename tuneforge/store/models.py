@@ -72,6 +72,28 @@ def list_(s: Session, project_id: str) -> list[Model]:
     return [*map(_base, registry.base_names()), *made]
 
 
+def fine_tuned_page(s: Session, project_id: str, *, after: str | None,
+                    limit: int) -> tuple[list[FineTunedModel], bool]:
+    """One page of the project's fine-tuned models (with their job and base), newest first; keyset on `after`,
+    the previous page's last id."""
+    return _page(s, FineTunedModel, project_id, after, limit)
+
+
+def merged_page(s: Session, project_id: str, *, after: str | None, limit: int) -> tuple[list[MergedModel], bool]:
+    """One page of the project's merged models (with their merge job), newest first; keyset on `after`."""
+    return _page(s, MergedModel, project_id, after, limit)
+
+
+def _page(s: Session, table, project_id: str, after: str | None, limit: int) -> tuple[list, bool]:
+    q = select(table).where(table.project_id == project_id, table.deleted.is_(False))
+    anchor = s.get(table, after) if after else None
+    if anchor is not None and anchor.project_id == project_id:
+        q = q.where((table.created_at < anchor.created_at)
+                    | ((table.created_at == anchor.created_at) & (table.id < anchor.id)))
+    rows = list(s.scalars(q.order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
 def find(s: Session, name: str, project_id: str, *, checkpoints: bool = False) -> Model | None:
     """A model the project can use by this name (checkpoints too, when asked), or None."""
     if registry.is_base(name):
