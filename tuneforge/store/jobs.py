@@ -278,6 +278,15 @@ def add_event(s: Session, job_id: str, message: str, *, level: str = "info", typ
     return ev
 
 
+def metric_events(s: Session, job_id: str, *, upto: int | None = None, limit: int = 2000) -> list[JobEvent]:
+    """A job's newest `limit` metrics events (none after event `upto`, a seq), oldest first: a loss curve's
+    points, as the console draws them."""
+    q = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
+    if upto is not None:
+        q = q.where(JobEvent.seq <= upto)
+    return list(reversed(s.scalars(q.order_by(JobEvent.seq.desc()).limit(limit)).all()))
+
+
 def _kind(s: Session, job_id: str) -> kinds.JobKind:
     """A job's kind (its row is usually in the session already: no query)."""
     return kinds.get(s.get(Job, job_id).kind)
