@@ -116,6 +116,7 @@ def shot(shots_dir):
 
     def save(page, name: str) -> Path:
         assert_labelled(page)
+        page.evaluate("window.scrollTo(0, 0)")  # (sticky table headers land mid-page in a full shot taken scrolled)
         path = shots_dir / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 10_000, f"{path} looks blank (no fonts? install fonts-dejavu-core)"

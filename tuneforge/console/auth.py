@@ -41,7 +41,8 @@ def signed_in(request: Request, state: StateDep) -> SignedIn:
     return user
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
+    """The browser says the request comes from this host (Origin, else Referer), or says nothing."""
     source = request.headers.get("origin") or request.headers.get("referer")
     if not source or source == "null":
         return source is None
@@ -53,10 +54,16 @@ async def checked(request: Request, user: Annotated[SignedIn, Depends(signed_in)
     if request.method in UNSAFE:
         sent = request.headers.get(CSRF_HEADER)
         if sent is None and "form" in request.headers.get("content-type", ""):
-            sent = (await request.form()).get("csrf_token")
-        if not isinstance(sent, str) or not hmac.compare_digest(sent, user.csrf) or not _same_origin(request):
-            raise CrossSite()
+            sent = (await request.form()).get("csrf_token")  # (bodies here are within the guard's body cap)
+        verify(request, user, sent)
     return user
+
+
+def verify(request: Request, user: SignedIn, sent: object) -> None:
+    """CrossSite unless `sent` is the session's CSRF token and the request comes from this site. (An upload route
+    calls this itself once its capped reader has the form's fields.)"""
+    if not isinstance(sent, str) or not hmac.compare_digest(sent, user.csrf) or not same_origin(request):
+        raise CrossSite()
 
 
 User = Annotated[SignedIn, Depends(signed_in)]
@@ -77,7 +84,7 @@ def signin_form(request: Request, next: str = "/"):
 
 @router.post("/signin")
 def signin(request: Request, state: StateDep, key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"):
-    if not _same_origin(request):
+    if not same_origin(request):
         raise CrossSite()
     try:
         with state.db.session() as s:

@@ -33,7 +33,7 @@ from tuneforge.store.tables import Job, Project
 from tuneforge.training.config import DEFAULT_LR, TrainConfig
 
 log = logging.getLogger("tuneforge.worker")
-METRIC_EVENT_EVERY_S = 1.0  # at most one metrics event per second (and always the last step)
+METRIC_EVENT_EVERY_S = 1.0  # at most one metrics event per second (always the last step and validation steps)
 
 
 class FineTuneSpec(BaseModel):
@@ -156,7 +156,10 @@ def _training_file(s: Session, project: Project, file_id: str, param: str, split
     """An uploaded file, or a dataset's split written out as one (its pruning rules applied, and noted in
     `rules` for the model to apply when served)."""
     if file_id.startswith("ds-"):
-        ds = datasets.get(s, file_id, project.id)
+        try:
+            ds = datasets.get(s, file_id, project.id)
+        except NotFound as exc:
+            raise NotFound(str(exc), param=param, code=exc.code) from None
         lines = datasets.export_lines(s, ds, split)
         if not lines:
             raise UserError(f"dataset {file_id} has no {split} entries", param=param)
@@ -231,8 +234,8 @@ class _Reporter:
 
     def _metrics_event(self, ev: Event) -> None:
         now = time.monotonic()
-        if now - self.last_event < METRIC_EVENT_EVERY_S and ev.step != ev.total:
-            return
+        if now - self.last_event < METRIC_EVENT_EVERY_S and ev.step != ev.total and "valid_loss" not in ev.metrics:
+            return  # (a step with a validation loss is always written: the validation curve keeps every point)
         self.last_event = now
         m = ev.metrics
         msg = f"Step {ev.step}/{ev.total}: training loss={m.get('train_loss', 0):.4f}"

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from tuneforge.server.errors import error_response
 
-UPLOADS = "/v1/files"
+UPLOADS = {"/v1/files", "/datasets/upload"}  # streamed to a capped file by server/uploads.py: the upload cap
 FORM_SLACK = 1 << 20  # an upload's other form fields and multipart framing, beside the file (capped on its own)
 REQUEST_ID = b"x-request-id"
 UPSTREAM_REQUEST_ID = b"x-upstream-request-id"  # a proxied upstream's own id, kept beside ours
@@ -37,7 +37,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         settings = self.state.settings
-        upload = scope["path"] == UPLOADS
+        upload = scope["path"] in UPLOADS
         limit = settings.max_upload_bytes if upload else settings.max_body_bytes
         exchange = _Exchange(scope, receive, send, limit + FORM_SLACK if upload else limit, limit)
         length = dict(scope["headers"]).get(b"content-length")

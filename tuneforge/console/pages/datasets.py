@@ -8,7 +8,6 @@ keeps nothing. A dataset's own page (entries, pruning rules, relabel, export) is
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -21,7 +20,7 @@ from tuneforge.console.pages import dataset_detail
 from tuneforge.console.pages.forms import status_of
 from tuneforge.console.render import page
 from tuneforge.errors import TuneforgeError, UserError
-from tuneforge.server import guard, uploads
+from tuneforge.server import uploads
 from tuneforge.server.deps import State, StateDep
 from tuneforge.server.errors import TooLarge
 from tuneforge.server.routes import datasets as api
@@ -41,9 +40,9 @@ class _Rejected(Exception):
 
 
 def upload_limit(state: State) -> int:
-    """The largest file the form takes: the API's upload cap, within the request body cap the server's guard puts
-    on every path but /v1/files (with room for the form's other fields)."""
-    return min(state.settings.max_upload_bytes, state.settings.max_body_bytes - guard.FORM_SLACK)
+    """The largest file the form takes: the API's upload cap (the server's guard gives this path the upload cap, as
+    it does /v1/files)."""
+    return state.settings.max_upload_bytes
 
 
 @router.get("/datasets")
@@ -65,14 +64,14 @@ def _index(request: Request, state: State, user: SignedIn, after: str | None = N
 @router.post("/datasets/upload")
 async def upload(request: Request, state: StateDep, user: User):
     """Make a dataset from an uploaded JSONL file; on any error the form again, with what the user typed."""
-    if not auth._same_origin(request):
+    if not auth.same_origin(request):  # before reading the body
         raise auth.CrossSite()
     values, errors, problems = dict(DEFAULTS), {}, []
     status = 422
     try:
         with files.incoming() as part:
             form = await uploads.read_form(request, part.write, file_field="file", limit=upload_limit(state))
-            _check_token(request, user, form.fields.get("csrf_token"))
+            auth.verify(request, user, request.headers.get(CSRF_HEADER) or form.fields.get("csrf_token"))
             values.update({k: form.fields.get(k, v) for k, v in DEFAULTS.items()})
             ds_id = await run_in_threadpool(_store, state, user, part, form, values, errors, problems)
     except _Rejected:
@@ -85,14 +84,6 @@ async def upload(request: Request, state: StateDep, user: User):
     if errors:
         return _index(request, state, user, values=values, errors=errors, problems=problems, status=status)
     return RedirectResponse(f"/datasets/{ds_id}", status_code=303)
-
-
-def _check_token(request: Request, user: SignedIn, form_token: str | None) -> None:
-    """The session's CSRF token, from the htmx header or the form (read here, past the upload cap: the console's
-    `Acting` check would have Starlette parse the whole body first, uncapped)."""
-    sent = request.headers.get(CSRF_HEADER) or form_token
-    if not isinstance(sent, str) or not hmac.compare_digest(sent, user.csrf):
-        raise auth.CrossSite()
 
 
 def _store(state: State, user: SignedIn, part: files.Incoming, form: uploads.Form, values: dict[str, str],

@@ -40,9 +40,11 @@ window.tf = (function () {
     el.innerHTML = svg + `<div class="legend">${legend}</div>`;
   }
 
-  // Follow a job's live events (server-sent events from /jobs/ID/live): handlers.event(e), .status(s), .end(s).
-  function live(jobId, handlers) {
-    const source = new EventSource(`/jobs/${encodeURIComponent(jobId)}/live`);
+  // Follow a job's live events (server-sent events from /jobs/ID/live): handlers.event(e), .status(s), .end(s);
+  // opts.after: the last event already shown (its seq), so the server starts after it.
+  function live(jobId, handlers, opts = {}) {
+    const after = opts.after ? `?after=${encodeURIComponent(opts.after)}` : "";
+    const source = new EventSource(`/jobs/${encodeURIComponent(jobId)}/live${after}`);
     source.addEventListener("job_event", (m) => handlers.event && handlers.event(JSON.parse(m.data)));
     source.addEventListener("status", (m) => handlers.status && handlers.status(JSON.parse(m.data)));
     source.addEventListener("end", (m) => { source.close(); handlers.end && handlers.end(JSON.parse(m.data)); });

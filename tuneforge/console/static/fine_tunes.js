@@ -98,5 +98,5 @@
     },
     status(s) { setStatus(s.status); refresh(); },
     end(s) { setStatus(s.status); refresh(); },
-  });
+  }, {after: lastSeq});
 })();
