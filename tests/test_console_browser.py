@@ -29,6 +29,35 @@ def capture(server, n_search: int = 8, n_billing: int = 4) -> None:
         time.sleep(0.2)
 
 
+def report_history(server, days: int = 14) -> None:
+    """Two weeks of captured calls to two hosted models, as the SDK wrapper reports them (POST /v1/logs)."""
+    now, logs = time.time(), []
+    for day in range(days):
+        for i, (model, tokens) in enumerate([("gpt-4o", 1800), ("gpt-4o", 2400), ("gpt-4o-mini", 900)] * (1 + day % 3)):
+            reply = {"model": model, "choices": [{"message": {"role": "assistant", "content": "routed: billing"}}],
+                     "usage": {"prompt_tokens": tokens, "completion_tokens": tokens // 6}}
+            logs.append({"id": f"hist-{day}-{i}", "model": model, "status": 200, "latency_ms": 800 + 40 * i,
+                         "started_at": now - day * 86400 - i * 60, "response": reply, "tags": {"team": "support"},
+                         "request": {"model": model, "messages": [{"role": "user", "content": f"ticket {day}.{i}"}]}})
+    r = httpx.post(server.url + "/v1/logs", json={"logs": logs},
+                   headers={"Authorization": f"Bearer {server.keys['acme']}"})
+    assert r.status_code == 200 and r.json()["stored"] == len(logs)
+
+
+def test_the_overview_shows_spend_by_model_and_day_and_the_savings(page, console_server, shot):
+    report_history(console_server)
+    page.goto("/")
+    assert page.locator(".chart svg rect").count() >= 14  # a bar segment per day and model
+    assert "gpt-4o-mini" in page.locator(".chart .legend").first.inner_text()
+    page.get_by_label("Teacher (captured model)").fill("gpt-4o")
+    page.get_by_label("Student (model id)").fill("tiny")
+    page.get_by_role("button", name="Show savings").click()
+    page.wait_for_url("**/?teacher=gpt-4o*")
+    headline = page.locator("#savings-headline").inner_text()
+    assert "gpt-4o costs" in headline and "tiny would cost" in headline and "% less" in headline
+    shot(page, "overview")
+
+
 def test_sign_in_shows_the_overview_and_sign_out_ends_the_session(browser, console_server, shot):
     page = sign_in(browser, console_server)
     assert page.get_by_role("navigation", name="Main").is_visible()

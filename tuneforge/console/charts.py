@@ -29,7 +29,11 @@ def stacked_bars(days: list[str], series: dict[str, list[float]], *, label: str,
     def y(v: float) -> float:
         return top + (1 - v / ymax) * (height - top - bottom)
 
-    fmt = (lambda v: f"{unit}{v:,.2f}") if unit == "$" else (lambda v: f"{v:,.0f}")
+    def fmt(v: float) -> str:
+        if unit != "$":
+            return f"{v:,g}"
+        return f"${v:,.2f}" if v >= 1 or v == 0 else f"${v:.3g}"
+
     out = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">']
     for i in range(5):
         v = ymax * i / 4
