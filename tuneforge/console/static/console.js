@@ -27,7 +27,8 @@ window.tf = (function () {
     }
     for (let i = 0; i <= 4; i++) {
       const x = x0 + (x1 - x0) * i / 4;
-      svg += `<text x="${sx(x)}" y="${H - 10}" text-anchor="middle">${Number.isInteger(x) ? x : x.toFixed(1)}</text>`;
+      const shown = Number.isInteger(x) ? x : (pts.every((p) => Number.isInteger(p[0])) ? Math.round(x) : x.toFixed(1));
+      svg += `<text x="${sx(x)}" y="${H - 10}" text-anchor="middle">${shown}</text>`;
     }
     series.forEach((s, i) => {
       const c = s.color || COLORS[i % COLORS.length];
