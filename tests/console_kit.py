@@ -7,15 +7,31 @@ xdist group "console", so they share that one server and browser.
 
 `shot(page, name)` saves a screenshot of the page to $TUNEFORGE_SCREENSHOTS (`scripts/screenshots` points it at
 docs/screenshots/), else to the run's temporary folder.
+
+For the console's tests over plain HTTP (FastAPI's TestClient on the real app, in-process): `console_store` (a fresh
+migrated store with keys for projects acme and globex), `console_client(db, key)` (a client signed in with `key`,
+its `.csrf` and `.key` at hand), the `acme` fixture (that client for acme), and `post_signin`, `csrf_of` and `ORIGIN`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from httpx import Response
+
+    from tuneforge.server.deps import Settings
+    from tuneforge.store.db import Database
 
 CHROMIUM = os.environ.get("TUNEFORGE_CHROMIUM", "/usr/bin/chromium")
 console = pytest.mark.xdist_group("console")
@@ -123,3 +139,69 @@ def shot(shots_dir):
         return path
 
     return save
+
+
+# --- the console over plain HTTP (in-process) ---
+
+ORIGIN = {"origin": "http://testserver"}  # a form sent from the TestClient's own site
+CSRF = re.compile(r'X-CSRF-Token": "([^"]+)"|name="csrf_token" value="([^"]+)"')
+
+
+class ConsoleStore(NamedTuple):
+    db: Database
+    keys: dict[str, str]  # project name -> an API key of it
+    ids: dict[str, str]  # project name -> project id
+
+
+@pytest.fixture
+def console_store(data_dir) -> Iterator[ConsoleStore]:
+    """A fresh migrated store in the test's data dir, with a key for each of projects acme and globex."""
+    from tuneforge.store import projects
+    from tuneforge.store.db import Database
+
+    db = Database()
+    db.migrate()
+    with db.session() as s:
+        keys = {p: projects.create_key(s, project=p) for p in ("acme", "globex")}
+        ids = {p: projects.get_or_create(s, p).id for p in ("acme", "globex")}
+    yield ConsoleStore(db, keys, ids)
+    db.dispose()
+
+
+def post_signin(client: TestClient, key: str, next_page: str | None = None) -> Response:
+    """POST /signin with `key` (and `next_page`) from the client's own origin; asserts the 303 and returns it."""
+    form = {"key": key} if next_page is None else {"key": key, "next": next_page}
+    origin = {"origin": str(client.base_url).rstrip("/")}
+    r = client.post("/signin", data=form, headers=origin, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return r
+
+
+def csrf_of(client: TestClient, path: str = "/") -> str:
+    """The session's CSRF token, as the page at `path` carries it (`<body hx-headers>` or a hidden csrf_token)."""
+    found = CSRF.search(client.get(path).text)
+    assert found, f"no CSRF token on {path}"
+    return found.group(1) or found.group(2)
+
+
+@contextmanager
+def console_client(db: Database, key: str, settings: Settings | None = None, *,
+                   app: FastAPI | None = None) -> Iterator[TestClient]:
+    """A started TestClient on `app` (else a new `create_app(db, settings=settings)`) signed in with `key`; the
+    session's CSRF token is its `.csrf`, the key its `.key`. Stopped when the `with` block ends."""
+    from fastapi.testclient import TestClient
+
+    from tuneforge.server.app import create_app
+
+    with TestClient(app if app is not None else create_app(db, settings=settings)) as client:
+        post_signin(client, key)
+        client.csrf = csrf_of(client)
+        client.key = key
+        yield client
+
+
+@pytest.fixture
+def acme(console_store) -> Iterator[TestClient]:
+    """A client signed in as project acme on `console_store`."""
+    with console_client(console_store.db, console_store.keys["acme"]) as client:
+        yield client

@@ -8,12 +8,12 @@ import re
 import time
 
 import pytest
+from console_kit import csrf_of, post_signin
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tuneforge.server.app import create_app
 from tuneforge.store import datasets, logs, projects
-from tuneforge.store.db import Database
 from tuneforge.store.tables import ConsoleSession
 
 BASE = "http://127.0.0.1:8000"
@@ -29,12 +29,9 @@ def _log(i: int, model: str = "gpt-4o", team: str = "search", at: float | None =
 
 
 @pytest.fixture
-def app_db(data_dir):
-    db = Database()
-    db.migrate()
+def app_db(console_store):
+    db, keys, ids = console_store
     with db.session() as s:
-        keys = {name: projects.create_key(s, project=name) for name in ("acme", "globex")}
-        ids = {name: projects.authenticate(s, key).id for name, key in keys.items()}
         logs.ingest(s, ids["acme"], [_log(i) for i in range(120)])
         logs.ingest(s, ids["globex"], [_log(1000 + i, model="claude-sonnet-4-5", team="secret-team")
                                        for i in range(5)])
@@ -43,13 +40,8 @@ def app_db(data_dir):
 
 def signed_in(app, key: str) -> TestClient:
     client = TestClient(app, base_url=BASE)
-    r = client.post("/signin", data={"key": key, "next": "/logs"}, follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/logs"
+    assert post_signin(client, key, next_page="/logs").headers["location"] == "/logs"
     return client
-
-
-def csrf_of(client: TestClient) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get("/logs").text).group(1)
 
 
 def test_the_session_cookie_is_httponly_samesite_and_holds_neither_the_key_nor_a_stored_secret(app_db):

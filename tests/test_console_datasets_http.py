@@ -11,56 +11,20 @@ import json
 import re
 import time
 
-import pytest
+from console_kit import ORIGIN, console_client
 from fastapi.testclient import TestClient
 from helpers import chat_row
 from sqlalchemy import func, select
 
 from tuneforge.limits import Limits
-from tuneforge.server.app import create_app
 from tuneforge.server.deps import Settings
-from tuneforge.store import projects
-from tuneforge.store.db import Database
 from tuneforge.store.tables import Dataset, File
 
-ORIGIN = {"origin": "http://testserver"}
 GOOD = [chat_row(f"question {i}?", f"answer {i}", system="You are terse.") for i in range(6)]
 
 
 def jsonl(rows: list) -> bytes:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
-
-
-def signed_in(client: TestClient, key: str) -> str:
-    """Sign `client` in with `key`; returns the session's CSRF token."""
-    assert client.post("/signin", data={"key": key}, headers=ORIGIN, follow_redirects=False).status_code == 303
-    return re.search(r'X-CSRF-Token": "([^"]+)"', client.get("/datasets").text).group(1)
-
-
-@pytest.fixture
-def store():
-    db = Database()
-    db.migrate()
-    with db.session() as s:
-        keys = {p: projects.create_key(s, project=p) for p in ("acme", "globex")}
-    yield db, keys
-    db.dispose()
-
-
-def client_for(db, key: str, settings: Settings | None = None):
-    client = TestClient(create_app(db, settings=settings))
-    client.__enter__()
-    client.csrf = signed_in(client, key)
-    client.key = key
-    return client
-
-
-@pytest.fixture
-def acme(store):
-    db, keys = store
-    client = client_for(db, keys["acme"])
-    yield client
-    client.__exit__(None, None, None)
 
 
 def upload(client: TestClient, content: bytes, *, filename: str = "data.jsonl", token: str | None = None, **fields):
@@ -85,7 +49,7 @@ def error_of(text: str, field: str) -> str | None:
     return found and html.unescape(found.group(1))
 
 
-def test_bad_lines_are_shown_by_number_and_nothing_is_kept(acme, store, data_dir):
+def test_bad_lines_are_shown_by_number_and_nothing_is_kept(acme, console_store, data_dir):
     bad = [GOOD[0], {"messages": [{"role": "user", "content": "hi"}]}, "{not json", GOOD[1],
            {"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]}]
     r = upload(acme, jsonl(bad), name="my support set", test_fraction="0.3")
@@ -95,10 +59,10 @@ def test_bad_lines_are_shown_by_number_and_nothing_is_kept(acme, store, data_dir
     assert "no assistant message" in problems[0] and "messages[0].role" in problems[2]
     assert "3 lines of data.jsonl cannot be used" in r.text
     assert 'value="my support set"' in r.text and 'value="0.3"' in r.text  # what was typed is kept
-    assert counts(store[0]) == (0, 0) and leftovers(data_dir) == []
+    assert counts(console_store.db) == (0, 0) and leftovers(data_dir) == []
 
 
-def test_wrong_settings_are_shown_beside_their_fields_with_the_file_checked_too(acme, store, data_dir):
+def test_wrong_settings_are_shown_beside_their_fields_with_the_file_checked_too(acme, console_store, data_dir):
     r = upload(acme, jsonl([GOOD[0], "[]"]), name=" ", test_fraction="abc", sample="0", label="nope",
                pruning_rule="x" * 50_001)
     assert r.status_code == 422
@@ -112,10 +76,10 @@ def test_wrong_settings_are_shown_beside_their_fields_with_the_file_checked_too(
     assert "write tag.KEY" in error_of(r.text, "label")
     r = upload(acme, jsonl(GOOD), filename="")
     assert r.status_code == 422 and "Choose a JSONL file" in r.text
-    assert counts(store[0]) == (0, 0) and leftovers(data_dir) == []
+    assert counts(console_store.db) == (0, 0) and leftovers(data_dir) == []
 
 
-def test_a_good_upload_makes_a_dataset_with_entries_and_lineage(acme, store):
+def test_a_good_upload_makes_a_dataset_with_entries_and_lineage(acme, console_store):
     r = upload(acme, jsonl(GOOD), pruning_rule="You are terse.\r\n")  # as a textarea sends it
     assert r.status_code == 303
     page = acme.get(r.headers["location"])
@@ -130,7 +94,7 @@ def test_a_good_upload_makes_a_dataset_with_entries_and_lineage(acme, store):
     assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
     rows = [json.loads(line) for line in exported.text.splitlines()]
     assert len(rows) == 4 and all(m["role"] != "system" for row in rows for m in row["messages"])  # pruned
-    assert counts(store[0]) == (1, 1)
+    assert counts(console_store.db) == (1, 1)
 
 
 def test_pruning_rules_are_set_bounded_and_applied_to_the_export(acme):
@@ -151,7 +115,7 @@ def test_pruning_rules_are_set_bounded_and_applied_to_the_export(acme):
     assert acme.get(f"/datasets/{ds_id}").text.count(">?</textarea>") == 1  # and nothing was saved
 
 
-def test_relabel_is_accepted_followed_and_cancelled(acme, store, monkeypatch):
+def test_relabel_is_accepted_followed_and_cancelled(acme, console_store, monkeypatch):
     ds_id = upload(acme, jsonl(GOOD)).headers["location"].rsplit("/", 1)[1]
     form = {"csrf_token": acme.csrf, "model": "", "name": ""}
     r = acme.post(f"/datasets/{ds_id}/relabel", data=form, headers=ORIGIN)
@@ -207,29 +171,25 @@ def test_pages_are_bounded(acme, monkeypatch):
     assert acme.get(f"/datasets/{ids[0]}", params={"after": -1}).status_code == 400
 
 
-def test_uploads_over_the_cap_are_refused_beside_the_field(store, data_dir):
-    db, keys = store
-    client = client_for(db, keys["acme"], Settings(limits=Limits(max_body_mb=2, max_upload_mb=1)))
-    try:
+def test_uploads_over_the_cap_are_refused_beside_the_field(console_store, data_dir):
+    db, keys, _ = console_store
+    with console_client(db, keys["acme"], Settings(limits=Limits(max_body_mb=2, max_upload_mb=1))) as client:
         big = jsonl([chat_row("x" * 1000, "y")] * 1100)  # about 1.2 MB
         r = upload(client, big)
         assert r.status_code == 413 and "over the 1 MB upload limit" in r.text
         assert 'data-max-bytes="1048576"' in r.text
         assert counts(db) == (0, 0) and leftovers(data_dir) == []
-    finally:
-        client.__exit__(None, None, None)
 
 
-def test_forgery_and_other_projects_are_refused(acme, store):
-    db, keys = store
+def test_forgery_and_other_projects_are_refused(acme, console_store):
+    db, keys, _ = console_store
     ds_id = upload(acme, jsonl(GOOD)).headers["location"].rsplit("/", 1)[1]
     assert upload(acme, jsonl(GOOD), token="forged").status_code == 403
     other_site = acme.post("/datasets/upload", data={"csrf_token": acme.csrf, "name": "x"},
                            files={"file": ("a.jsonl", jsonl(GOOD))}, headers={"origin": "http://evil.example"})
     assert other_site.status_code == 403
     assert counts(db) == (1, 1)
-    globex = client_for(db, keys["globex"])
-    try:
+    with console_client(db, keys["globex"]) as globex:
         for path in (f"/datasets/{ds_id}", f"/datasets/{ds_id}/export"):
             r = globex.get(path)
             assert r.status_code == 404 and "text/html" in r.headers["content-type"] and "support" not in r.text
@@ -239,5 +199,3 @@ def test_forgery_and_other_projects_are_refused(acme, store):
             r = globex.post(path, data={"csrf_token": globex.csrf, **form}, headers=ORIGIN)
             assert r.status_code == 404, path
         assert ds_id not in globex.get("/datasets").text
-    finally:
-        globex.__exit__(None, None, None)

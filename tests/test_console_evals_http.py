@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
+from console_kit import console_client
 from fastapi.testclient import TestClient
 
-from tuneforge.server.app import create_app
-from tuneforge.store import files, projects
-from tuneforge.store.db import Database
+from tuneforge.store import files
 from tuneforge.worker.loop import Worker
 
 
@@ -24,34 +22,6 @@ def rows(n: int) -> list[dict]:
 
 def jsonl(data: list[dict]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in data).encode()
-
-
-@pytest.fixture
-def db(data_dir):
-    store = Database()
-    store.migrate()
-    yield store
-    store.dispose()
-
-
-def signed_in(app, db: Database, project: str) -> TestClient:
-    with db.session() as s:
-        key = projects.create_key(s, project=project)
-    client = TestClient(app)
-    assert client.post("/signin", data={"key": key, "next": "/evals"}, follow_redirects=False).status_code == 303
-    client.csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/evals").text).group(1)
-    return client
-
-
-@pytest.fixture
-def app(db):
-    return create_app(db)
-
-
-@pytest.fixture
-def acme(app, db):
-    with signed_in(app, db, "acme") as client:
-        yield client
 
 
 def create(client: TestClient, upload: bytes | None = None, **fields) -> object:
@@ -97,7 +67,7 @@ def test_form_errors_are_shown_next_to_their_fields_and_nothing_typed_is_lost(ac
     assert "/runs/evalrun_" not in listing and "No evals yet" in listing, "a refused run leaves no eval behind"
 
 
-def test_a_run_shows_its_results_and_rows_filtered_to_disagreements(acme, db):
+def test_a_run_shows_its_results_and_rows_filtered_to_disagreements(acme, console_store):
     r = create(acme, jsonl(rows(45)), name="answers vs guesses", models=["answers"], other_models="column:guess",
                graders=["exact"])
     assert r.status_code == 303, r.text
@@ -107,7 +77,7 @@ def test_a_run_shows_its_results_and_rows_filtered_to_disagreements(acme, db):
     assert live.status_code == 200 and 'id="run-live"' in live.text and f'data-job="{run_id}"' in live.text
     assert acme.get(run_url + "/rows").status_code == 409  # no rows before the run ends
 
-    assert Worker(db, worker_id="w").run_one()
+    assert Worker(console_store.db, worker_id="w").run_one()
     done = acme.get(run_url)
     assert 'id="run-live"' not in done.text and "<h2>Scores</h2>" in done.text and "<svg" in done.text
     assert "Win rates" in done.text and "Ranking" in done.text and "90 answers" in done.text
@@ -144,11 +114,11 @@ def test_a_row_limit_runs_the_first_rows_only(acme):
     assert "test set test.jsonl (10 rows)" in acme.get(r.headers["location"]).text  # the whole file: no copy
 
 
-def test_another_projects_evals_and_runs_are_not_found(app, db, acme):
+def test_another_projects_evals_and_runs_are_not_found(console_store, acme):
     r = create(acme, jsonl(rows(3)), models=["answers", "column:guess"])
     run_url = r.headers["location"]
     eval_url = run_url.split("/runs/")[0]
-    with signed_in(app, db, "globex") as globex:
+    with console_client(console_store.db, console_store.keys["globex"], app=acme.app) as globex:
         for url in (eval_url, run_url, run_url + "/rows", run_url + "/results", run_url + "/report.json"):
             other = globex.get(url)
             assert other.status_code == 404 and "Not found" in other.text, url

@@ -8,44 +8,24 @@ import json
 import re
 
 import pytest
+from console_kit import ORIGIN, console_client
 from fastapi.testclient import TestClient
 from helpers import toy_rows
 
 from tuneforge.console.pages import fine_tunes
-from tuneforge.server.app import create_app
-from tuneforge.store import jobs, projects
-from tuneforge.store.db import Database
+from tuneforge.store import jobs
 
-ORIGIN = {"origin": "http://testserver"}
 BASE = "smollm2-135m-instruct"
 
 
-def signed_in(client: TestClient, key: str) -> str:
-    """Sign `client` in with `key`; returns the session's CSRF token."""
-    assert client.post("/signin", data={"key": key}, headers=ORIGIN, follow_redirects=False).status_code == 303
-    return re.search(r'X-CSRF-Token": "([^"]+)"', client.get("/fine-tunes").text).group(1)
-
-
 @pytest.fixture
-def store():
-    db = Database()
-    db.migrate()
-    with db.session() as s:
-        keys = {p: projects.create_key(s, project=p) for p in ("acme", "globex")}
-    yield db, keys
-    db.dispose()
-
-
-@pytest.fixture
-def acme(store):
-    db, keys = store
-    with TestClient(create_app(db)) as client:
-        client.csrf = signed_in(client, keys["acme"])
+def acme(console_store):
+    """The signed-in acme client, with a training file uploaded: its id is `.file_id`."""
+    with console_client(console_store.db, console_store.keys["acme"]) as client:
         content = "".join(json.dumps(r) + "\n" for r in toy_rows(8)).encode()
         uploaded = client.post("/v1/files", files={"file": ("toy.jsonl", content)}, data={"purpose": "fine-tune"},
-                               headers={"authorization": f"Bearer {keys['acme']}"})
+                               headers={"authorization": f"Bearer {client.key}"})
         client.file_id = uploaded.json()["id"]
-        client.key = keys["acme"]
         yield client
 
 
@@ -131,8 +111,8 @@ def test_a_datasets_splits_are_offered_and_its_train_split_is_trained_on(acme):
     assert re.search(r"<dt>Validation file</dt><dd><code>file-\w+</code>", shown)
 
 
-def test_the_loss_curve_is_drawn_from_metrics_events_up_to_the_last_event_rendered(store, acme):
-    db, _ = store
+def test_the_loss_curve_is_drawn_from_metrics_events_up_to_the_last_event_rendered(console_store, acme):
+    db, _, _ = console_store
     job_id = start(acme, n_epochs="1").headers["location"].rsplit("/", 1)[1]
     with db.session() as s:
         for step, loss in ((1, 2.5), (2, 2.0), (3, 1.5)):
@@ -172,19 +152,18 @@ def test_jobs_and_events_are_shown_a_page_at_a_time(acme, monkeypatch):
     assert '"follow_events": false' in page  # an older page does not take live events
 
 
-def test_another_projects_job_is_not_found_and_not_listed(store, acme):
-    db, keys = store
+def test_another_projects_job_is_not_found_and_not_listed(console_store, acme):
+    db, keys, _ = console_store
     job_id = start(acme).headers["location"].rsplit("/", 1)[1]
-    with TestClient(create_app(db)) as globex:
-        csrf = signed_in(globex, keys["globex"])
+    with console_client(db, keys["globex"]) as globex:
         assert job_id not in globex.get("/fine-tunes").text
         for path in (f"/fine-tunes/{job_id}", f"/fine-tunes/{job_id}/outcome", f"/jobs/{job_id}/live"):
             r = globex.get(path)
             assert r.status_code == 404 and "text/html" in r.headers["content-type"], path
             assert "Not found" in r.text
-        r = globex.post(f"/fine-tunes/{job_id}/cancel", data={"csrf_token": csrf}, headers=ORIGIN)
+        r = globex.post(f"/fine-tunes/{job_id}/cancel", data={"csrf_token": globex.csrf}, headers=ORIGIN)
         assert r.status_code == 404
-        r = globex.post("/fine-tunes", data={"csrf_token": csrf, "model": BASE, "training_file": acme.file_id},
+        r = globex.post("/fine-tunes", data={"csrf_token": globex.csrf, "model": BASE, "training_file": acme.file_id},
                         headers=ORIGIN)
         assert r.status_code == 400 and "Could not find file" in error_of(r.text, "training_file")
     assert 'class="badge queued"' in acme.get(f"/fine-tunes/{job_id}").text

@@ -9,39 +9,12 @@ import html
 import re
 from pathlib import Path
 
-import pytest
+from console_kit import ORIGIN, console_client
 from fastapi.testclient import TestClient
 
-from tuneforge.server.app import create_app
-from tuneforge.store import jobs, models, projects
-from tuneforge.store.db import Database
+from tuneforge.store import jobs, models
 
-ORIGIN = {"origin": "http://testserver"}
 BASES = ("smollm2-135m-instruct", "gemma-3-270m")
-
-
-def signed_in(client: TestClient, key: str) -> str:
-    assert client.post("/signin", data={"key": key}, headers=ORIGIN, follow_redirects=False).status_code == 303
-    return re.search(r'X-CSRF-Token": "([^"]+)"', client.get("/models").text).group(1)
-
-
-@pytest.fixture
-def store():
-    db = Database()
-    db.migrate()
-    with db.session() as s:
-        keys = {p: projects.create_key(s, project=p) for p in ("acme", "globex")}
-        ids = {p: projects.get_or_create(s, p).id for p in ("acme", "globex")}
-    yield db, keys, ids
-    db.dispose()
-
-
-@pytest.fixture
-def acme(store):
-    db, keys, _ = store
-    with TestClient(create_app(db)) as client:
-        client.csrf = signed_in(client, keys["acme"])
-        yield client
 
 
 def merge_form(client: TestClient, **fields) -> dict:
@@ -94,7 +67,7 @@ def test_the_preview_follows_the_method_and_says_what_is_missing(acme):
     assert forged.status_code == 403
 
 
-def test_a_merge_is_refused_field_by_field_then_started(acme, store):
+def test_a_merge_is_refused_field_by_field_then_started(acme, console_store):
     r = acme.post("/models/merge", data=merge_form(acme, t="abc", dtype="float8"), headers=ORIGIN)
     assert r.status_code == 422
     assert error_of(r.text, "name").startswith("Name the merged model")
@@ -121,10 +94,10 @@ def test_a_merge_is_refused_field_by_field_then_started(acme, store):
     assert done.status_code == 409 and "already cancelled" in done.text
 
 
-def test_models_are_listed_with_their_jobs_a_page_at_a_time(acme, store, monkeypatch):
+def test_models_are_listed_with_their_jobs_a_page_at_a_time(acme, console_store, monkeypatch):
     from tuneforge.console.pages import models as page_module
 
-    db, _, ids = store
+    db, _, ids = console_store
     monkeypatch.setattr(page_module, "PAGE", 2)
     with db.session() as s:
         for i in range(3):
@@ -138,8 +111,8 @@ def test_models_are_listed_with_their_jobs_a_page_at_a_time(acme, store, monkeyp
     assert "ft:tiny:acme:s0" in rest and 'href="/fine-tunes/' in rest and "Older fine-tuned" not in rest
 
 
-def test_merge_and_bakeoff_pages_show_their_reports_sandboxed(acme, store):
-    db, keys, ids = store
+def test_merge_and_bakeoff_pages_show_their_reports_sandboxed(acme, console_store):
+    db, keys, ids = console_store
     with db.session() as s:
         bake = jobs.submit(s, project_id=ids["acme"], kind="bakeoff",
                            spec={"bases": list(BASES), "datasets": ["ds-x"], "judge": "judge-marker"})
@@ -159,8 +132,7 @@ def test_merge_and_bakeoff_pages_show_their_reports_sandboxed(acme, store):
         report = acme.get(url)
         assert "THE REPORT" in report.text and report.headers["content-security-policy"].startswith("sandbox")
     assert 'src="/models/merges/' + search.id + '/search.html"' in acme.get(f"/models/merges/{search.id}").text
-    with TestClient(create_app(db)) as globex:
-        globex.csrf = signed_in(globex, keys["globex"])
+    with console_client(db, keys["globex"]) as globex:
         for url in (f"/models/bakeoffs/{bake.id}", f"/models/bakeoffs/{bake.id}/report.html",
                     f"/models/merges/{search.id}", f"/models/merges/{search.id}/search.html",
                     f"/models/merges/{bake.id}", "/models/bakeoffs/bakeoff-nope"):

@@ -4,7 +4,7 @@ keep their conversations, show an error in the column it belongs to, and clear."
 
 from __future__ import annotations
 
-from console_kit import console
+from console_kit import console, console_client
 from playwright.sync_api import expect
 
 pytestmark = console
@@ -53,25 +53,16 @@ def test_chat_in_the_playground_streams_into_both_columns(page, shot):
     expect(page.locator("#pg-message-error")).to_have_text("Write a message first.")
 
 
-def test_the_columns_list_the_projects_models_and_start_on_those_asked_for(tmp_path):
-    from fastapi.testclient import TestClient
-    from test_console_settings_http import signed_in
+def test_the_columns_list_the_projects_models_and_start_on_those_asked_for(console_store, tmp_path):
+    from tuneforge.store import jobs, models
 
-    from tuneforge.server.app import create_app
-    from tuneforge.store import jobs, models, projects
-    from tuneforge.store.db import Database
-
-    db = Database()
-    db.migrate()
+    db, keys, ids = console_store
     with db.session() as s:
-        key = projects.create_key(s, project="acme")
-        for project in ("acme", "globex"):
-            pid = projects.get_or_create(s, project).id
+        for project, pid in ids.items():
             job = jobs.submit(s, project_id=pid, kind="fine_tune", spec={})
             models.add_fine_tune(s, model_id=f"ft:smollm2-135m-instruct:{project}::x", project_id=pid,
                                  job_id=job.id, base="smollm2-135m-instruct", path=str(tmp_path))
-    with TestClient(create_app(db)) as client:
-        signed_in(client, key)
+    with console_client(db, keys["acme"]) as client:
         html = client.get("/playground").text
         assert "ft:smollm2-135m-instruct:acme::x" in html and "globex" not in html
         assert '<option selected>ft:smollm2-135m-instruct:acme::x</option>' in html  # the newest first
@@ -79,4 +70,3 @@ def test_the_columns_list_the_projects_models_and_start_on_those_asked_for(tmp_p
                                                   ("model", "ft:smollm2-135m-instruct:acme::x")]).text
     assert '<option value="3" selected>' in asked  # three columns
     assert 'id="pg-custom-1" class="pg-custom" type="text" maxlength="300" value="gpt-4o-mini"' in asked
-    db.dispose()

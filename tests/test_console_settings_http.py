@@ -8,38 +8,12 @@ import json
 import re
 
 import pytest
+from console_kit import ORIGIN, console_client
 from fastapi.testclient import TestClient
 
-from tuneforge.server.app import create_app
 from tuneforge.store import prices, projects
 from tuneforge.store.db import Database
 from tuneforge.store.tables import ApiKey
-
-ORIGIN = {"origin": "http://testserver"}
-
-
-def signed_in(client: TestClient, key: str) -> str:
-    """Sign `client` in with `key`; returns the session's CSRF token."""
-    assert client.post("/signin", data={"key": key}, headers=ORIGIN, follow_redirects=False).status_code == 303
-    return re.search(r'X-CSRF-Token": "([^"]+)"', client.get("/settings").text).group(1)
-
-
-@pytest.fixture
-def store():
-    db = Database()
-    db.migrate()
-    with db.session() as s:
-        keys = {p: projects.create_key(s, project=p) for p in ("acme", "globex")}
-    yield db, keys
-    db.dispose()
-
-
-@pytest.fixture
-def acme(store):
-    db, keys = store
-    with TestClient(create_app(db)) as client:
-        client.csrf = signed_in(client, keys["acme"])
-        yield client
 
 
 def key_ids(db: Database, project: str) -> list[str]:
@@ -51,8 +25,8 @@ def post(client: TestClient, path: str, **data):
     return client.post(path, data={"csrf_token": client.csrf, **data}, headers=ORIGIN, follow_redirects=False)
 
 
-def test_a_key_is_shown_once_and_only_this_projects_keys_are_listed_or_revoked(store, acme):
-    db, keys = store
+def test_a_key_is_shown_once_and_only_this_projects_keys_are_listed_or_revoked(console_store, acme):
+    db, keys, _ = console_store
     made = post(acme, "/settings/keys")
     assert made.status_code == 201 and made.headers["cache-control"] == "no-store"
     new_key = re.search(r'id="new-key" type="text" value="([^"]+)"', made.text).group(1)
@@ -80,8 +54,8 @@ def test_a_key_is_shown_once_and_only_this_projects_keys_are_listed_or_revoked(s
             projects.authenticate(s, new_key)
 
 
-def test_revoking_the_sessions_own_key_signs_it_out(store, acme):
-    db, _ = store
+def test_revoking_the_sessions_own_key_signs_it_out(console_store, acme):
+    db, _, _ = console_store
     own = key_ids(db, "acme")[0]
     assert "signs you out" in acme.get(f"/settings/keys/{own}/revoke").text
     done = post(acme, f"/settings/keys/{own}/revoke")
@@ -102,8 +76,8 @@ def test_forms_need_the_csrf_token(acme):
     ({"model": "gpt-4o", "input": "nan", "output": "1"}, "input", "from 0 to"),
     ({"model": "  ", "input": "1", "output": "1"}, "model", "name the model"),
 ])
-def test_a_bad_price_is_shown_next_to_its_field_with_what_was_typed(store, acme, form, field, says):
-    db, _ = store
+def test_a_bad_price_is_shown_next_to_its_field_with_what_was_typed(console_store, acme, form, field, says):
+    db, _, _ = console_store
     r = post(acme, "/settings/prices", **form)
     assert r.status_code == 422
     error = re.search(rf'<p class="error" id="f-{field}-error" role="alert">([^<]+)</p>', r.text)
@@ -118,8 +92,8 @@ def _project_id(s, name: str) -> str:
     return projects.get_or_create(s, name).id
 
 
-def test_a_price_is_set_listed_and_deleted_for_this_project_only(store, acme):
-    db, keys = store
+def test_a_price_is_set_listed_and_deleted_for_this_project_only(console_store, acme):
+    db, keys, _ = console_store
     r = post(acme, "/settings/prices", model="OpenAI/GPT-4o", input="1.25", output="5")
     assert r.status_code == 303
     page = acme.get(r.headers["location"]).text
@@ -127,8 +101,7 @@ def test_a_price_is_set_listed_and_deleted_for_this_project_only(store, acme):
     with db.session() as s:
         assert [(p.model, p.input, p.output) for p in prices.list_(s, _project_id(s, "acme"))] == [("gpt-4o", 1.25, 5)]
         assert prices.list_(s, _project_id(s, "globex")) == []
-    with TestClient(acme.app) as globex:
-        globex.csrf = signed_in(globex, keys["globex"])
+    with console_client(db, keys["globex"], app=acme.app) as globex:
         assert "$1.25" not in globex.get("/settings").text
         post(globex, "/settings/prices/delete", model="gpt-4o")  # not globex's: nothing to delete
     with db.session() as s:
@@ -138,7 +111,7 @@ def test_a_price_is_set_listed_and_deleted_for_this_project_only(store, acme):
         assert prices.list_(s, _project_id(s, "acme")) == []
 
 
-def test_the_upstream_view_shows_routes_but_never_a_secret(store, tmp_path, monkeypatch):
+def test_the_upstream_view_shows_routes_but_never_a_secret(console_store, tmp_path, monkeypatch):
     secret, other = "sk-operator-7f3a9c1e5b2d8046", "sk-anthropic-0c4e8a2f6b1d9357"
     config = tmp_path / "upstreams.json"
     config.write_text(json.dumps({"upstreams": [
@@ -151,9 +124,8 @@ def test_the_upstream_view_shows_routes_but_never_a_secret(store, tmp_path, monk
     monkeypatch.setenv("TUNEFORGE_UPSTREAM_API_KEY", secret)
     monkeypatch.setenv("TF_TEST_ANTHROPIC_KEY", other)
     monkeypatch.delenv("TF_TEST_UNSET_KEY", raising=False)
-    db, keys = store
-    with TestClient(create_app(db)) as acme:  # the server reads its upstreams when it starts
-        signed_in(acme, keys["acme"])
+    db, keys, _ = console_store
+    with console_client(db, keys["acme"]) as acme:  # the server reads its upstreams when it starts
         html = acme.get("/settings").text
     for hidden in (secret, other, "hunter2", "qs-secret-123", "TF_TEST_ANTHROPIC_KEY", "TUNEFORGE_UPSTREAM_API_KEY"):
         assert hidden not in html
