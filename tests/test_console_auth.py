@@ -185,3 +185,16 @@ def test_the_overview_totals_this_projects_spend_and_prices_the_student(app_db):
     assert r.status_code == 200 and 'id="savings-headline"' in r.text and "100% less" in r.text
     r = client.get("/?teacher=gpt-4o&student=s&usd_per_hour=1&tokens_per_second=-3")
     assert r.status_code == 200 and 'id="f-tokens_per_second-error"' in r.text
+
+
+def test_a_key_keeps_at_most_its_newest_sessions(app_db, monkeypatch):
+    from tuneforge.store import console_sessions
+
+    app, db, keys = app_db
+    monkeypatch.setattr(console_sessions, "MAX_PER_KEY", 3)
+    tokens = []
+    with db.session() as s:
+        for _ in range(5):
+            tokens.append(console_sessions.sign_in(s, keys["acme"])[0])
+        assert len(s.scalars(select(ConsoleSession)).all()) == 3
+        assert [console_sessions.resolve(s, t) is not None for t in tokens] == [False, False, True, True, True]

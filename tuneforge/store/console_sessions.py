@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -20,6 +21,7 @@ from tuneforge.store.tables import ApiKey, ConsoleSession, Project
 COOKIE = "tf_session"  # the cookie that carries the token
 CSRF_HEADER = "x-csrf-token"  # where console scripts send the CSRF token
 LIFETIME_S = 7 * 86400
+MAX_PER_KEY = 50  # a key's newest sessions kept; signing in again past that ends its oldest
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,16 @@ def sign_in(s: Session, key: str | None, lifetime_s: int = LIFETIME_S) -> tuple[
     missing, unknown or revoked key (projects.key_of's message)."""
     row = projects.key_of(s, (key or "").strip() or None)
     token = secrets.token_urlsafe(32)
-    created = now()
+    created = time.time()
     session = ConsoleSession(id=_hash(token), project_id=row.project_id, key_id=row.id,
-                             csrf=secrets.token_urlsafe(24), created_at=created, expires_at=created + lifetime_s)
+                             csrf=secrets.token_urlsafe(24), created_at=created,
+                             expires_at=int(created) + lifetime_s)
     s.add(session)
     s.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < created))  # the expired, of everyone
     s.flush()
+    kept = (select(ConsoleSession.id).where(ConsoleSession.key_id == row.id)
+            .order_by(ConsoleSession.created_at.desc()).limit(MAX_PER_KEY))
+    s.execute(delete(ConsoleSession).where(ConsoleSession.key_id == row.id, ConsoleSession.id.not_in(kept)))
     return token, SignedIn(s.get(Project, row.project_id), row.id, row.prefix, session.csrf, session.expires_at)
 
 

@@ -228,7 +228,7 @@ class ConsoleSession(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"), index=True)
     csrf: Mapped[str] = mapped_column(String(64))  # the token every form and console request must echo
-    created_at: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)  # (float seconds: a key's newest sessions are kept)
     expires_at: Mapped[int] = mapped_column(Integer)
 
 

@@ -21,7 +21,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False),
         sa.Column("key_id", sa.String(64), sa.ForeignKey("api_keys.id"), nullable=False),
         sa.Column("csrf", sa.String(64), nullable=False),
-        sa.Column("created_at", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Integer, nullable=False),
     )
     op.create_index("ix_console_sessions_project_id", "console_sessions", ["project_id"])
