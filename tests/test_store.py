@@ -117,3 +117,29 @@ def test_unusable_database_urls_are_one_line_errors(url):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert "secret" not in proc.stderr  # passwords never reach messages
+
+
+def test_files_page_by_keyset_in_either_order(db):
+    from tuneforge.store import files
+
+    with db.session() as s:
+        pid = projects.get_or_create(s, "p").id
+        made = [files.create(s, project_id=pid, filename=f"f{i}.jsonl", purpose="evals", content=b"{}\n").id
+                for i in range(5)]
+        other = projects.get_or_create(s, "q").id
+        files.create(s, project_id=other, filename="theirs.jsonl", purpose="evals", content=b"{}\n")
+    pages = {}
+    for order in ("desc", "asc"):
+        seen, after = [], None
+        while True:
+            with db.session() as s:
+                page = [f.id for f in files.list_(s, project_id=pid, after=after, limit=2, order=order)]
+            if not page:
+                break
+            seen += page
+            after = page[-1]
+        with db.session() as s:
+            whole = [f.id for f in files.list_(s, project_id=pid, order=order)]
+        assert seen == whole and sorted(seen) == sorted(made), order
+        pages[order] = seen
+    assert pages["asc"] == pages["desc"][::-1]

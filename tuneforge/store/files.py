@@ -156,11 +156,12 @@ def list_(s: Session, *, project_id: str, purpose: str | None = None, after: str
         q = q.where(File.purpose == purpose)
     desc = order != "asc"
     q = q.order_by(File.created_at.desc() if desc else File.created_at, File.id.desc() if desc else File.id)
-    rows = list(s.scalars(q))
-    if after:
-        ids = [r.id for r in rows]
-        rows = rows[ids.index(after) + 1:] if after in ids else rows
-    return rows[:limit]
+    anchor = s.get(File, after) if after else None
+    if anchor is not None and anchor.project_id == project_id:  # keyset: the page after `after`, by the same order
+        at = anchor.created_at
+        q = q.where(File.created_at <= at, (File.created_at < at) | (File.id < anchor.id)) if desc else \
+            q.where(File.created_at >= at, (File.created_at > at) | (File.id > anchor.id))
+    return list(s.scalars(q.limit(limit)))
 
 
 def delete(s: Session, file_id: str, *, project_id: str) -> File:
