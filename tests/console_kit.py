@@ -120,6 +120,39 @@ UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, bu
   .map(el => el.outerHTML.slice(0, 120))"""
 
 
+LOW_CONTRAST = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const linear = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const bad = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || el.offsetParent === null || el.closest("svg")) continue;
+    const style = getComputedStyle(el);
+    if (el.disabled || parseFloat(style.opacity) < 1) continue;
+    const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight, 10) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need) bad.push(`${ratio.toFixed(2)} < ${need}: ${el.tagName} "${el.textContent.trim().slice(0, 40)}"`);
+  }
+  return bad;
+}"""
+
+
+def assert_readable(page) -> None:
+    """Every visible text has WCAG AA contrast against its background (4.5:1, 3:1 for large text)."""
+    low = page.evaluate(LOW_CONTRAST)
+    assert not low, f"{page.url}: text with too little contrast: {low[:10]}"
+
+
 def assert_labelled(page) -> None:
     """Every visible control has a label (a <label>, aria-label or aria-labelledby; a button its text)."""
     missing = page.evaluate(UNLABELLED)
@@ -128,10 +161,12 @@ def assert_labelled(page) -> None:
 
 @pytest.fixture
 def shot(shots_dir):
-    """Save a screenshot of the page (checking first that every control on it has a label)."""
+    """Save a screenshot of the page (checking first that every control on it has a label and every text is
+    readable)."""
 
     def save(page, name: str) -> Path:
         assert_labelled(page)
+        assert_readable(page)
         page.evaluate("window.scrollTo(0, 0)")  # (sticky table headers land mid-page in a full shot taken scrolled)
         path = shots_dir / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
