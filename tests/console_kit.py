@@ -64,8 +64,11 @@ def console_server(tmp_path_factory, tiny_model, judge):
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium for one test module. Not for the session: Playwright's sync API keeps an event loop running in
+    the thread while it is started, and the tests that run in the same process afterwards (xdist puts other
+    modules there too) could not call asyncio.run()."""
     _need_chromium()
     from playwright.sync_api import sync_playwright
 
