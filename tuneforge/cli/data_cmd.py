@@ -1,4 +1,5 @@
-"""`tuneforge data validate`: check a chat fine-tuning file the way OpenAI does, with token statistics."""
+"""`tuneforge data validate`: check a chat fine-tuning file (or a file of preference pairs for DPO) the way OpenAI
+does, with token statistics."""
 
 from __future__ import annotations
 
@@ -33,20 +34,22 @@ def validate(
     ref = registry.resolve(model, lambda m: console.print(f"[dim]{m}[/dim]"))
     context = context_length(AutoConfig.from_pretrained(ref.base))
     report, _ = validate_for_model(file, load_tokenizer(ref.base), context, min(max_length, context or max_length),
-                                   epochs)
+                                   epochs, preferences=True)
     for line in report.format_problems():
         console.print(line, highlight=False, soft_wrap=True, markup=False)
-    _print_stats(report.stats)
+    _print_stats(report.stats, report.format)
     if not report.ok:
         console.print(f"[red]{len(report.problems)} problem(s)[/red] in {file}")
         raise typer.Exit(1)
     console.print(f"[green]ok[/green]: {file}")
 
 
-def _print_stats(s) -> None:
+def _print_stats(s, fmt: str) -> None:
     table = Table("stat", "value", title="data statistics")
-    table.add_row("valid examples", str(s.examples))
-    table.add_row("invalid examples", str(s.invalid))
+    pairs = fmt == "preference"
+    table.add_row("format", "preference pairs (DPO)" if pairs else "chat (supervised)")
+    table.add_row("valid pairs" if pairs else "valid examples", str(s.examples))
+    table.add_row("invalid pairs" if pairs else "invalid examples", str(s.invalid))
     table.add_row("assistant messages", str(s.assistant_messages))
     if s.tokens_max is not None:
         table.add_row("tokens per example (min / p50 / p90 / p99 / max)",

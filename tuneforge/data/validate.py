@@ -83,6 +83,7 @@ class ValidationReport:
     rows: list[tuple[int, dict]] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
     more_problems: int = 0  # found past `max_problems`, counted but not kept
+    format: str = "chat"  # "chat", or "preference" (pairs for DPO: see data/preference.py)
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,7 @@ def validate_file(
     prompts: bool = False,
     keep_rows: bool = True,
     max_problems: int | None = None,
+    preferences: bool = False,
 ) -> ValidationReport:
     """Check every line of a chat fine-tuning JSONL file; never raises for bad content.
 
@@ -143,17 +145,37 @@ def validate_file(
     top-level keys (ids, metadata) are allowed, since they are carried through to the output.
     A check that only needs the verdict (an upload: up to hundreds of MB) passes ``keep_rows=False`` and a
     ``max_problems``, so its memory does not grow with the file.
+    With ``preferences=True`` a file whose first row is a preference pair (OpenAI's, or TRL's prompt/chosen/rejected)
+    is checked as pairs (``report.format == "preference"``; rows kept in OpenAI's shape; tokens counted on the
+    longer side); a chat row in it is a problem of its line, and so is a pair in a chat file.
     """
+    from tuneforge.data import preference
     report = ValidationReport(path=str(path), stats=Stats(epochs=epochs))
     counts: list[int] = []
     seen = valid = 0
+    decided = not preferences  # the first row that parses decides the file's format
     for lineno, raw in _read_lines(path):
         seen += 1
         try:
             row = _parse_line(raw, first=lineno == 1)
-            _check_row(row, prompts=prompts)
-            if count_tokens is not None:
-                counts.append(_check_tokens(count_tokens(row), context_length))
+            if not decided:
+                decided = True
+                report.format = "chat" if preference.format_of(row) == "chat" else "preference"
+            if report.format == "preference":
+                if preference.format_of(row) == "chat":
+                    _fail("input", 'a chat row in a preference file (write {"input": ..., "preferred_output": [...], '
+                                   '"non_preferred_output": [...]})')
+                row = preference.normalized(row)
+                if count_tokens is not None:
+                    counts.append(max(_check_tokens(count_tokens(side), context_length)
+                                      for side in preference.sides(row)))
+            else:
+                if preferences and preference.format_of(row) != "chat":
+                    _fail("messages", "a preference pair in a chat file (the first row decides the format: "
+                                      "keep one format per file)")
+                _check_row(row, prompts=prompts)
+                if count_tokens is not None:
+                    counts.append(_check_tokens(count_tokens(row), context_length))
         except _Bad as bad:
             if max_problems is not None and len(report.problems) >= max_problems:
                 report.more_problems += 1
@@ -163,7 +185,8 @@ def validate_file(
         valid += 1
         if keep_rows:
             report.rows.append((lineno, row))
-        report.stats.assistant_messages += sum(1 for m in row["messages"] if m["role"] == "assistant")
+        messages = row["messages"] if report.format == "chat" else row["preferred_output"] + row["non_preferred_output"]
+        report.stats.assistant_messages += sum(1 for m in messages if m["role"] == "assistant")
     if seen == 0:
         report.problems.append(Problem(1, "file", "no examples (add one JSON object per line)"))
     report.stats.examples = valid

@@ -30,8 +30,10 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def validate_for_model(path: Path, tokenizer, context: int | None, max_length: int | None, epochs: int = 3):
-    """Validate a file with a model's tokenizer; returns the report and each valid row's encoding."""
+def validate_for_model(path: Path, tokenizer, context: int | None, max_length: int | None, epochs: int = 3,
+                       preferences: bool = False):
+    """Validate a file with a model's tokenizer; returns the report and each valid row's encoding (a chat file's;
+    with `preferences`, a file of preference pairs is checked as such: see `validate_file`)."""
     encoded: dict[int, Encoded] = {}
 
     def count(row: dict) -> int:
@@ -39,7 +41,8 @@ def validate_for_model(path: Path, tokenizer, context: int | None, max_length: i
         encoded[id(row)] = enc
         return len(enc.input_ids)
 
-    report = validate_file(path, count_tokens=count, context_length=context, max_length=max_length, epochs=epochs)
+    report = validate_file(path, count_tokens=count, context_length=context, max_length=max_length, epochs=epochs,
+                           preferences=preferences)
     return report, encoded
 
 
