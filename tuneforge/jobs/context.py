@@ -10,11 +10,13 @@ Its own module so that job kinds and the worker loop can both import it without 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
@@ -115,3 +117,16 @@ class ProgressEvents:
                            data={"step": ev.step, "total": ev.total, **ev.metrics})
         elif ev.message and ev.kind in ("message", "start"):
             self.ctx.event(ev.message)
+
+
+def save_rows(job: Job, rows: list[dict]) -> None:
+    """The rows a job works on, copied into its folder when it is accepted: a file deleted or a dataset changed
+    later does not change the job."""
+    folder = Path(job.out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def load_rows(job: Job) -> list[dict]:
+    text = (Path(job.out_dir) / "rows.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n") if line]  # not splitlines: U+2028 is in rows

@@ -22,7 +22,7 @@ from tuneforge.evals import graders, suite
 from tuneforge.evals.execute import SamplingSpec, execute, pairs_for
 from tuneforge.evals.models import COLUMN, Local, Models
 from tuneforge.evals.runner import TestSet
-from tuneforge.jobs.context import JobContext, ProgressEvents
+from tuneforge.jobs.context import JobContext, ProgressEvents, load_rows, save_rows
 from tuneforge.jobs.registry import JobKind
 from tuneforge.store import datasets, evals, files, jobs, models
 from tuneforge.store.db import Database
@@ -125,16 +125,12 @@ class EvalKind(JobKind):
             test_set=test_name, suite=source.source.type == "suite", rows=len(rows), metadata=request.metadata,
         )
         job = jobs.submit(s, project_id=project.id, kind=self.name, spec=spec.model_dump(mode="json"))
-        folder = Path(job.out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "rows.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        save_rows(job, rows)
         return job
 
     def run(self, ctx: JobContext) -> dict:
         spec: EvalRunSpec = self.spec(ctx.job)
-        folder = Path(ctx.job.out_dir)
-        text = (folder / "rows.jsonl").read_text(encoding="utf-8")
-        rows = [json.loads(line) for line in text.split("\n") if line]  # not splitlines: U+2028 is in rows
+        folder, rows = Path(ctx.job.out_dir), load_rows(ctx.job)
         with ctx.db.session() as s:  # grader files by id in the spec, read by path here
             criteria = evals.with_paths(s, ctx.job.project_id, spec.testing_criteria)
         ctx.event(f"Evaluating {', '.join(spec.models)} on {len(rows)} rows")
@@ -203,7 +199,7 @@ def _rows(s: Session, project_id: str, source: DataSource) -> tuple[str, list[di
         return (f"{name}, first {len(rows)} rows" if src.limit and len(rows) < len(test_set.rows) else name), rows
     if src.type == "dataset":
         ds = datasets.get(s, src.id or "", project_id)
-        lines = datasets.export_lines(s, ds, src.split)
+        lines = datasets.export_lines(s, ds, src.split, chat=True)  # a pair: its input and preferred answer
         name, rows = f"{ds.name} ({src.split})", [json.loads(line) for line in lines]
     elif src.type == "file_id" and source.type == "jsonl":  # OpenAI's lines: {"item": ..., "sample": ...}
         f = files.get(s, src.id or "", project_id=project_id)

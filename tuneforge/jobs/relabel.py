@@ -72,10 +72,10 @@ class Relabel(JobKind):
         return {"dataset": spec.dataset, "answered": answered}
 
     def on_success(self, s: Session, job: Job, result: dict) -> None:
-        datasets.finish_relabel(s, self.spec(job).dataset, "ready")
+        datasets.finish_filling(s, self.spec(job).dataset, "ready")
 
     def on_failure(self, s: Session, job: Job, error: dict) -> None:
-        datasets.finish_relabel(s, self.spec(job).dataset, "failed")
+        datasets.finish_filling(s, self.spec(job).dataset, "failed")
 
 
 KIND = Relabel()

@@ -2,6 +2,12 @@
 each entry keeps where it came from (log, file line, relabel). A relabel makes a new dataset (the old one
 is never changed) filled by a `relabel` job.
 
+A dataset's `kind` is "chat" (each entry a conversation) or "preference" (each entry a pair, for DPO:
+`messages` is the input plus the preferred answer, so anything that shows or exports a chat entry still
+works, and `rejected` the non-preferred answer). Preference datasets come from an eval run's verdicts (made at
+once) or from self-play (filled by a `self_play` job, status `generating`); their export is OpenAI's
+preference JSONL.
+
 Pruning rules belong to the dataset: exports apply them, and a model fine-tuned on the dataset applies the
 same rules to its requests when served.
 """
@@ -9,6 +15,7 @@ same rules to its requests when served.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +31,8 @@ from tuneforge.store.db import new_id, now
 from tuneforge.store.tables import Dataset, DatasetEntry
 
 DEDUPE = ("none", "exact", "near")
+CHAT, PREFERENCE = "chat", "preference"
+FILLING = {"relabeling": "relabel", "generating": "self_play"}  # status while a job fills it -> the job's kind
 MAX_PRUNING_RULES = 32  # rules one dataset may hold: every served request of its models runs each of them
 MAX_RULE_CHARS = 50_000  # one rule's text (a long system prompt fits)
 
@@ -118,11 +127,11 @@ def _from_logs(s: Session, project_id: str, flt: logs.LogFilter) -> list[Candida
     return out
 
 
-def _from_file(s: Session, project_id: str, file_id: str) -> list[Candidate]:
+def _from_file(s: Session, project_id: str, file_id: str, param: str = "file_id") -> list[Candidate]:
     row = files.get(s, file_id, project_id=project_id)
     if row.purpose != "fine-tune":
         raise UserError(f"file {file_id} has purpose '{row.purpose}': datasets take files uploaded with purpose "
-                        "'fine-tune' (checked line by line on upload)", param="file_id")
+                        "'fine-tune' (checked line by line on upload)", param=param)
     out = []
     with open(row.path) as f:
         for line_no, line in enumerate(f, 1):
@@ -228,18 +237,85 @@ def entry_count(s: Session, dataset_id: str) -> int:
     return s.scalar(select(func.count()).select_from(DatasetEntry).where(DatasetEntry.dataset_id == dataset_id))
 
 
-def export_lines(s: Session, ds: Dataset, split_: str | None = None) -> list[str]:
-    """OpenAI fine-tuning JSONL lines, pruning rules applied."""
+def export_lines(s: Session, ds: Dataset, split_: str | None = None, *, chat: bool = False) -> list[str]:
+    """JSONL lines, pruning rules applied: OpenAI's fine-tuning rows, or for a preference dataset OpenAI's
+    preference rows (`chat=True`: its pairs as conversations ending in the preferred answer, e.g. as eval
+    rows)."""
     if ds.status != "ready":
-        raise Conflict(f"dataset {ds.id} is {ds.status}: export it when its relabel job has finished",
+        raise Conflict(f"dataset {ds.id} is {ds.status}: export it when the job filling it has finished",
                        param="dataset_id")
-    out = []
-    for e in entries(s, ds.id, split_):
-        row: dict[str, Any] = {"messages": prune(e.messages, ds.pruning_rules or [])}
-        if e.tools:
-            row["tools"] = e.tools
-        out.append(json.dumps(row, ensure_ascii=False))
-    return out
+    pairs = ds.kind == PREFERENCE and not chat
+    return [json.dumps(_pair_line(e, ds.pruning_rules or []) if pairs else _chat_line(e, ds.pruning_rules or []),
+                       ensure_ascii=False) for e in entries(s, ds.id, split_)]
+
+
+def _chat_line(e: DatasetEntry, rules: list[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"messages": prune(e.messages, rules)}
+    if e.tools:
+        row["tools"] = e.tools
+    return row
+
+
+def _pair_line(e: DatasetEntry, rules: list[str]) -> dict[str, Any]:
+    """OpenAI's preference row: the input (pruned, as a chat export's), the preferred and the other answer."""
+    inp: dict[str, Any] = {"messages": prune(e.messages[:-1], rules)}
+    if e.tools:
+        inp["tools"] = e.tools
+    return {"input": inp, "preferred_output": [e.messages[-1]], "non_preferred_output": [e.rejected]}
+
+
+# --- preference datasets
+def pair_entry(ds_id: str, position: int, row: dict[str, Any], lineage: dict[str, Any], *, split_: str = "train",
+               answer_model: str | None = None) -> DatasetEntry:
+    """The entry holding one OpenAI preference row (`{"input", "preferred_output", "non_preferred_output"}`)."""
+    inp = row["input"]
+    return DatasetEntry(
+        id=new_id("dse-"), dataset_id=ds_id, position=position, split=split_,
+        messages=[*inp["messages"], row["preferred_output"][0]], rejected=row["non_preferred_output"][0],
+        tools=inp.get("tools") or None, label=None, lineage=lineage, answer_model=answer_model,
+    )
+
+
+def create_preference(s: Session, project_id: str, *, name: str, source: dict[str, Any],
+                      pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]], params: dict[str, Any] | None = None,
+                      counts: dict[str, Any] | None = None) -> Dataset:
+    """A ready preference dataset of (preference row, lineage) pairs, in order, all in the train split."""
+    pairs = list(pairs)
+    if not pairs:
+        raise UserError("no pairs to make a dataset of", param="source")
+    ds = Dataset(id=new_id("ds-"), project_id=project_id, name=name, kind=PREFERENCE, status="ready", source=source,
+                 params=params or {}, pruning_rules=[], counts={**(counts or {}), "train": len(pairs), "test": 0},
+                 created_at=now())
+    s.add(ds)
+    s.flush()
+    s.add_all(pair_entry(ds.id, i, row, lineage) for i, (row, lineage) in enumerate(pairs))
+    return ds
+
+
+def start_preference(s: Session, project_id: str, *, name: str, source: dict[str, Any], params: dict[str, Any],
+                     pruning_rules: list[str], prompts: int) -> Dataset:
+    """The empty preference dataset a self-play job fills (status `generating`)."""
+    ds = Dataset(id=new_id("ds-"), project_id=project_id, name=name, kind=PREFERENCE, status="generating",
+                 source=source, params=params, pruning_rules=check_pruning_rules(pruning_rules),
+                 counts={"prompts": prompts, "sampled": 0, "pairs": 0, "train": 0, "test": 0}, created_at=now())
+    s.add(ds)
+    s.flush()
+    return ds
+
+
+def add_pairs(s: Session, ds_id: str, pairs: Iterable[tuple[int, dict[str, Any], dict[str, Any]]], *,
+              sampled: int, answer_model: str | None = None) -> int:
+    """Store (position, preference row, lineage) pairs made from the prompts before `sampled`, and record that
+    those prompts are done (a job resumed later starts after them). Positions already stored (an earlier attempt
+    made them) are skipped. Returns the pairs the dataset holds now."""
+    ds = s.get(Dataset, ds_id)
+    have = set(s.scalars(select(DatasetEntry.position).where(DatasetEntry.dataset_id == ds_id)))
+    s.add_all(pair_entry(ds_id, pos, row, lineage, answer_model=answer_model)
+              for pos, row, lineage in pairs if pos not in have)
+    s.flush()
+    n = entry_count(s, ds_id)
+    ds.counts = {**ds.counts, "sampled": max(sampled, ds.counts.get("sampled", 0)), "pairs": n}
+    return n
 
 
 def start_relabel(s: Session, project_id: str, parent_id: str, *, model: str, name: str | None = None) -> Dataset:
@@ -247,6 +323,9 @@ def start_relabel(s: Session, project_id: str, parent_id: str, *, model: str, na
     parent = get(s, parent_id, project_id)
     if parent.status != "ready":
         raise Conflict(f"dataset {parent_id} is {parent.status}: relabel it once it is ready", param="dataset_id")
+    if parent.kind == PREFERENCE:
+        raise UserError(f"dataset {parent_id} holds preference pairs: a relabel re-answers conversations (relabel "
+                        "the chat dataset the pairs came from)", param="dataset_id")
     ds = Dataset(id=new_id("ds-"), project_id=project_id, name=name or f"{parent.name} (relabeled by {model})",
                  status="relabeling", source={"relabel": {"dataset": parent_id, "model": model}},
                  params=dict(parent.params), pruning_rules=list(parent.pruning_rules or []),
@@ -267,10 +346,39 @@ def add_relabeled(s: Session, ds_id: str, parent_entry: DatasetEntry, answer: di
     ))
 
 
-def finish_relabel(s: Session, ds_id: str, status: str) -> None:
+def finish_filling(s: Session, ds_id: str, status: str) -> None:
+    """The job filling a dataset (relabel, self-play) ended: the dataset is `status`, its counts final."""
     ds = s.get(Dataset, ds_id)
-    if ds.status == "relabeling":  # a cancelled dataset stays cancelled
+    if ds.status in FILLING:  # a cancelled dataset stays cancelled
         ds.status = status
     sides = dict(s.execute(select(DatasetEntry.split, func.count()).where(DatasetEntry.dataset_id == ds_id)
                            .group_by(DatasetEntry.split)).all())
     ds.counts = {**ds.counts, "train": sides.get("train", 0), "test": sides.get("test", 0)}
+
+
+finish_relabel = finish_filling  # (its name from before self-play)
+
+
+def prompt_rows(s: Session, project_id: str, *, file_id: str | None = None, dataset_id: str | None = None,
+                split_: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Chat rows to ask again (self-play), each `{"row": {"messages", "tools"?}, "lineage": {...}}`, from an
+    uploaded fine-tune file or a ready dataset's split, and the pruning rules that apply to them (the dataset's).
+    """
+    if (file_id is None) == (dataset_id is None):
+        raise UserError("give either training_file (a file id) or dataset (a dataset id)", param="training_file")
+    if file_id is not None:
+        candidates, rules = _from_file(s, project_id, file_id, param="training_file"), []
+    else:
+        ds = get(s, dataset_id, project_id)
+        if ds.status != "ready":
+            raise Conflict(f"dataset {dataset_id} is {ds.status}: use it once it is ready", param="dataset")
+        candidates = [Candidate(e.messages, e.tools, {"dataset": ds.id, "entry": e.id}, {})
+                      for e in entries(s, ds.id, split_)]
+        rules = list(ds.pruning_rules or [])
+    rows = []
+    for c in candidates:
+        row: dict[str, Any] = {"messages": c.messages}
+        if c.tools:
+            row["tools"] = c.tools
+        rows.append({"row": row, "lineage": c.lineage})
+    return rows, rules

@@ -165,8 +165,11 @@ class Dataset(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(32))  # "ready" | "relabeling" | "failed" | "cancelled"
-    source: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"logs": filter} | {"file": id} | {"relabel": {...}}
+    # "chat" (entries are conversations) | "preference" (entries are pairs: `messages` + `rejected`)
+    kind: Mapped[str] = mapped_column(String(16), default="chat", server_default="chat")
+    status: Mapped[str] = mapped_column(String(32))  # "ready" | "relabeling" | "generating" | "failed" | "cancelled"
+    # {"logs": filter} | {"file": id} | {"relabel": {...}} | {"eval_run": id, "by": ...} | {"self_play": {...}}
+    source: Mapped[dict[str, Any]] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)  # sample, dedupe, split, seed, label
     pruning_rules: Mapped[list[Any]] = mapped_column(JSON, default=list)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -183,6 +186,8 @@ class DatasetEntry(Base):
     position: Mapped[int] = mapped_column(Integer)
     split: Mapped[str] = mapped_column(String(8))  # "train" | "test"
     messages: Mapped[list[Any]] = mapped_column(JSON)  # the conversation, ending in the answer to learn
+    # a preference entry's non-preferred assistant message (`messages` ends in the preferred one); None for chat
+    rejected: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     tools: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     label: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"log": id} | {"file": id, "line": n} | + "relabel"
