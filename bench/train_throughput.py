@@ -57,7 +57,7 @@ def make_data(tokenizer, budget: int, out: Path) -> tuple[Path, Path, int]:
 
 def eval_loss(model, tokenizer, eval_path: Path) -> float:
     from tuneforge.data.render import encode_example
-    from tuneforge.training.trainer import evaluate_loss
+    from tuneforge.training.sft import evaluate_loss
 
     rows = [json.loads(line) for line in eval_path.read_text().splitlines()]
     return evaluate_loss(model, [encode_example(tokenizer, r["messages"]) for r in rows], capacity=512)

@@ -48,7 +48,7 @@ def test_ids_wording_and_not_found_come_from_the_kind(db):
 
 def test_api_hyperparameters_are_the_train_config_fields_declared_for_it():
     declared = TrainConfig.hyperparameters()
-    assert {"method", "lora_rank", "packing", "skip_invalid"} <= set(declared)
+    assert {"weights", "beta", "lora_rank", "packing", "skip_invalid"} <= set(declared)
     assert not {"model", "data", "out", "resume", "report_to", "epochs"} & set(declared)
     for name in declared:  # each one is accepted as a hyperparameter, with its default
         default = TrainConfig.model_fields[name].default

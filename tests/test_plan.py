@@ -6,7 +6,7 @@ import torch
 
 from tuneforge.data.render import IGNORE, Encoded
 from tuneforge.training import plan
-from tuneforge.training.trainer import loss_sum
+from tuneforge.training.sft import loss_sum
 
 
 def test_auto_epochs_rule():

@@ -90,7 +90,7 @@ def test_full_fine_tuning_and_export_of_a_merged_adapter(tiny_model, toy, tmp_pa
     from transformers import AutoModelForCausalLM
 
     full = tmp_path / "full"
-    cli("train", "--model", str(tiny_model), "--data", str(toy), "--out", str(full), "--method", "full",
+    cli("train", "--model", str(tiny_model), "--data", str(toy), "--out", str(full), "--weights", "full",
         "--epochs", "1", "--learning-rate", "1e-3")
     tuned = AutoModelForCausalLM.from_pretrained(full)
     base = AutoModelForCausalLM.from_pretrained(tiny_model)

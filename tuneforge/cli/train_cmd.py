@@ -35,7 +35,7 @@ def train(**options: Any) -> None:
     if "valid_loss" in m:
         summary += f", validation loss {m['valid_loss']}"
     out.print(summary)
-    out.print(f"{'adapter' if cfg.method == 'lora' else 'model'} and manifest in {result.out}")
+    out.print(f"{'adapter' if cfg.weights == 'lora' else 'model'} and manifest in {result.out}")
 
 
 def _config(options: dict[str, Any]) -> TrainConfig:

@@ -13,9 +13,11 @@ the same wherever it appears, and each bad line gets one problem with its field 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.data import validate as chat
+from tuneforge.data.render import IGNORE, encode_example, encode_prompt
 
 KEYS = ("input", "preferred_output", "non_preferred_output")
 INPUT_KEYS = ("messages", "tools", "parallel_tool_calls")
@@ -128,3 +130,38 @@ def sides(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     messages = row["input"]["messages"]
     return ({"messages": messages + row["preferred_output"], **base},
             {"messages": messages + row["non_preferred_output"], **base})
+
+
+@dataclass
+class EncodedPair:
+    """A tokenized pair: the prompt's ids once, and each answer's ids after it (up to its end-of-turn token)."""
+
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+    def __len__(self) -> int:
+        return len(self.prompt) + len(self.chosen) + len(self.rejected)
+
+
+def encode_pair(tokenizer, row: dict[str, Any], max_length: int | None = None) -> EncodedPair | None:
+    """A checked pair (OpenAI's shape) as token ids, rendered as training renders chat rows; None when its prompt
+    alone fills `max_length` (each prompt+answer keeps its start up to `max_length`).
+
+    The prompt is the tokens both answers' conversations share (TRL cuts it the same way): with templates whose
+    answer text merges with the generation prompt's last token, the answer starts where the two first differ.
+    """
+    messages, tools = row["input"]["messages"], row["input"].get("tools")
+    prompt = encode_prompt(tokenizer, messages, tools)
+    sides = []
+    for key in OUTPUTS:
+        enc = encode_example(tokenizer, messages + row[key], tools)
+        end = max((i + 1 for i, t in enumerate(enc.labels) if t != IGNORE), default=len(enc.input_ids))
+        sides.append(enc.input_ids[:end])
+    p = 0
+    while p < len(prompt) and all(p < len(s) and s[p] == prompt[p] for s in sides):
+        p += 1
+    if max_length is not None and p >= max_length:
+        return None
+    room = None if max_length is None else max_length - p
+    return EncodedPair(prompt[:p], sides[0][p:][:room], sides[1][p:][:room])

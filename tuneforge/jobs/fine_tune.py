@@ -30,7 +30,7 @@ from tuneforge.progress import Event
 from tuneforge.store import datasets, files, jobs, models, quotas
 from tuneforge.store.db import new_id
 from tuneforge.store.tables import Job, Project
-from tuneforge.training.config import DEFAULT_LR, TrainConfig
+from tuneforge.training.config import TrainConfig
 
 log = logging.getLogger("tuneforge.worker")
 METRIC_EVENT_EVERY_S = 1.0  # at most one metrics event per second (always the last step and validation steps)
@@ -227,7 +227,7 @@ class _Reporter:
             return
         self.hyperparameters = {
             "n_epochs": plan["epochs"], "batch_size": plan["batch_size"],
-            "learning_rate_multiplier": round(plan["learning_rate"] / DEFAULT_LR[self.config.method], 6),
+            "learning_rate_multiplier": round(plan["learning_rate"] / self.config.default_lr(), 6),
         }
         with self.ctx.db.session() as s:
             jobs.set_result(s, self.job.id, self.ctx.worker_id, hyperparameters=self.hyperparameters)

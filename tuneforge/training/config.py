@@ -6,7 +6,11 @@ and the fields declared with `_api(...)` are also accepted by a fine-tuning job 
 output folder, resume) or takes them under OpenAI's names (n_epochs, batch_size, learning_rate_multiplier,
 seed). Every API field has an upper bound, so that no one job's request can ask for unbounded memory, disk or
 time (its project's disk quota and the job time limit, `tuneforge.limits`, cover what bounds alone cannot:
-`method: full` on a big base, checkpointing often).
+`weights: full` on a big base, checkpointing often).
+
+Two choices shape a run: `method` (what is learned: `sft` imitates the answers of a chat file, `dpo` prefers one
+answer of each pair of a preference file) and `weights` (a LoRA adapter, or every weight). `method` used to name
+the second choice; the old values ("lora", "full") are still read as `weights`.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-DEFAULT_LR = {"lora": 1e-3, "full": 5e-5}
+# Peak learning rates by (method, weights). DPO moves a model that already imitates well: a tenth of SFT's.
+DEFAULT_LR = {("sft", "lora"): 1e-3, ("sft", "full"): 5e-5, ("dpo", "lora"): 1e-4, ("dpo", "full"): 5e-6}
 API = {"hyperparameter": True}  # the json_schema_extra that marks a field the API accepts
 
 
@@ -28,14 +33,19 @@ def _api(default, description: str, **constraints):
 class TrainConfig(BaseModel):
     # --- what to train
     model: str = Field(description="Base model: a registry name, an HF model folder, an adapter folder or hub id.")
-    data: Path = Field(description="Training file: OpenAI chat fine-tuning JSONL.")
+    data: Path = Field(description="Training file: OpenAI chat fine-tuning JSONL (preference pairs for dpo).")
     validation: Path | None = Field(None, description="Validation file (same format): its loss is tracked.")
     out: Path = Field(description="Output folder: adapter (or model), checkpoints, metrics.jsonl, manifest.json.")
-    method: Literal["lora", "full"] = _api("lora", "LoRA adapter on all linear layers, or all weights.")
+    method: Literal["sft", "dpo"] = Field("sft", description="sft: learn the answers; dpo: learn to prefer the "
+                                          "preferred answer of each pair (usually after sft).")
+    weights: Literal["lora", "full"] = _api("lora", "LoRA adapter on all linear layers, or all weights.")
+    beta: float = _api(0.1, "DPO: how far from the starting model the preferences may pull (higher: less far).",
+                       gt=0, le=2)
 
     # --- optimization
     epochs: int | Literal["auto"] = Field("auto", description="Passes over the data; auto: ~320 examples, 1-10.")
-    learning_rate: float | None = Field(None, description="Peak learning rate; default 1e-3 (LoRA), 5e-5 (full).")
+    learning_rate: float | None = Field(None, description="Peak learning rate; default 1e-3 (LoRA), 5e-5 (full); "
+                                        "a tenth of that for dpo.")
     batch_size: int = Field(4, ge=1, description="Examples per optimizer step (across all processes).")
     token_budget: int | None = _api(None, "Stop after the step that reaches this many tokens (prompts and "
                                     "answers, as `trained_tokens` counts them; an equal budget across runs); the "
@@ -66,13 +76,25 @@ class TrainConfig(BaseModel):
         default_factory=list, description="Experiment trackers to log metrics to (where installed)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_method_names(cls, data):
+        """`method: lora|full` (before DPO) means `weights`."""
+        if isinstance(data, dict) and data.get("method") in ("lora", "full") and "weights" not in data:
+            data = {**data, "weights": data["method"]}
+            del data["method"]
+        return data
+
     @classmethod
     def hyperparameters(cls) -> tuple[str, ...]:
         """The fields a fine-tuning job may set through `hyperparameters` (those declared with `_api`)."""
         return tuple(name for name, f in cls.model_fields.items() if f.json_schema_extra == API)
 
     def lr(self) -> float:
-        return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
+        return self.learning_rate if self.learning_rate is not None else self.default_lr()
+
+    def default_lr(self) -> float:
+        return DEFAULT_LR[self.method, self.weights]
 
     def alpha(self) -> int:
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank

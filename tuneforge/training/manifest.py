@@ -21,19 +21,23 @@ def _data(loaded) -> dict | None:
     if loaded is None:
         return None
     return {
-        "path": loaded.report.path, "sha256": loaded.sha256, "examples": len(loaded.examples),
+        "path": loaded.report.path, "format": loaded.report.format, "sha256": loaded.sha256,
+        "examples": len(loaded.examples),
         "skipped_invalid": loaded.skipped,
     }
 
 
 def build_manifest(*, cfg, base_model, base_path, epochs, total_steps, train, valid, num_processes, step, metrics):
     hp = cfg.model_dump(mode="json", exclude={"model", "data", "validation", "out", "resume", "report_to"})
-    hp.update(epochs=epochs, learning_rate=cfg.lr(), lora_alpha=cfg.alpha() if cfg.method == "lora" else None)
+    hp.update(epochs=epochs, learning_rate=cfg.lr(), lora_alpha=cfg.alpha() if cfg.weights == "lora" else None)
+    if cfg.method != "dpo":
+        hp.pop("beta")
     return {
-        "kind": "adapter" if cfg.method == "lora" else "model",
+        "kind": "adapter" if cfg.weights == "lora" else "model",
         "base_model": base_model,
         "base_model_path": base_path,
         "method": cfg.method,
+        "weights": cfg.weights,
         "step": step,
         "total_steps": total_steps,
         "num_processes": num_processes,

@@ -1,18 +1,21 @@
-"""Supervised fine-tuning: LoRA (PEFT) or full, on packed rows, with loss on assistant tokens only.
+"""The training loop: LoRA (PEFT) or full weights, for any training method (sft.py, dpo.py), with checkpoints.
 
 Built on transformers models, PEFT adapters and accelerate (devices, mixed precision, DDP, trackers).
-We drive the loop ourselves rather than through transformers' Trainer / TRL's SFTTrainer for three things
-they do not give together (docs/architecture.md says more):
-- logits only where the loss counts: transformers' boolean `logits_to_keep` skips the vocabulary projection
-  for every prompt token, which is most of the tokens in typical task data;
-- one loss per optimizer step, averaged over all its assistant tokens whatever the packing and the number of
+We drive the loop ourselves rather than through transformers' Trainer / TRL's SFTTrainer and DPOTrainer for
+three things they do not give together (docs/architecture.md says more):
+- work only where the loss needs it: logits only where a token is trained; for preference pairs, the prompt
+  computed once for its two answers and the reference once for the whole run (the methods' modules say how);
+- one loss per optimizer step, averaged over all its tokens (or pairs) whatever the packing and the number of
   processes, so a distributed or resumed run computes the same update as a single uninterrupted one;
 - exact resume from a step: the data plan is a pure function of the seed, so a step index restores it.
+
+A method is a small object (`METHODS`): it loads its data and gives each item's length, computes what it needs
+before the first step (`prepare`, with what its last checkpoint kept: `state`), and runs one step's forward and
+backward (`step`) or a validation pass (`evaluate`), returning metrics. The loop does the rest the same for all.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -20,17 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from tuneforge.data.render import IGNORE, Encoded
 from tuneforge.errors import UserError
 from tuneforge.models import registry
-from tuneforge.models.loading import compute_dtype, context_length, load_model, load_tokenizer
+from tuneforge.models.loading import compute_dtype, load_model, load_tokenizer
 from tuneforge.progress import Callback, Event, ignore
 from tuneforge.training import checkpoint, plan
 from tuneforge.training.config import TrainConfig
-from tuneforge.training.examples import load_examples
+from tuneforge.training.dpo import DPO
 from tuneforge.training.manifest import build_manifest
+from tuneforge.training.sft import SFT
+
+METHODS = {"sft": SFT, "dpo": DPO}
 
 
 @dataclass
@@ -41,27 +45,14 @@ class TrainResult:
     metrics: dict
 
 
-def loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed cross-entropy over the tokens whose label is set; logits are computed only for those."""
-    labels = batch["labels"]
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = labels[:, 1:] != IGNORE
-    out = model(
-        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch.get("attention_mask"),
-        logits_to_keep=keep, use_cache=False,
-    )
-    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
-    return F.cross_entropy(logits, labels[:, 1:][keep[:, :-1]], reduction="sum")
-
-
 def _build_model(cfg: TrainConfig, ref: registry.ModelRef, device: str):
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    dtype = compute_dtype(device) if cfg.method == "lora" else torch.float32
+    dtype = compute_dtype(device) if cfg.weights == "lora" else torch.float32
     model = load_model(ref.base, dtype=dtype, device=device)
-    if cfg.method == "full":
+    if cfg.weights == "full":
         if ref.adapter:
-            raise UserError("--method full needs a base model, not an adapter: export it with --merge first")
+            raise UserError("--weights full needs a base model, not an adapter: export it with --merge first")
         return model
     if ref.adapter:
         return PeftModel.from_pretrained(model, ref.adapter, is_trainable=True)
@@ -114,72 +105,67 @@ def train(cfg: TrainConfig, on_event: Callback = ignore, may_write: Callable[[],
     acc, out = run.acc, run.out
     device = str(acc.device)
     model = _build_model(cfg, run.ref, device)
-    ctx = context_length(model)
-    max_length = min(cfg.max_length, ctx) if ctx else cfg.max_length
-    load = dict(context=ctx, max_length=max_length, skip_invalid=cfg.skip_invalid)
-    train_data = load_examples(cfg.data, run.tokenizer, **load)
-    valid_data = load_examples(cfg.validation, run.tokenizer, **load) if cfg.validation else None
-    if train_data.skipped:
-        run.emit("message", f"skipped {train_data.skipped} invalid rows of {cfg.data}")
-    examples = train_data.examples
-    epochs = plan.auto_epochs(len(examples)) if cfg.epochs == "auto" else cfg.epochs
-    lengths = [len(e.input_ids) for e in examples]
-    steps = plan.within_budget(plan.plan_steps(len(examples), cfg.batch_size, epochs, cfg.seed), lengths,
+    method = METHODS[cfg.method](cfg, run.tokenizer, model, device, fresh_adapter=cfg.weights == "lora"
+                                 and not run.ref.adapter)
+    if method.train.skipped:
+        run.emit("message", f"skipped {method.train.skipped} invalid rows of {cfg.data}")
+    epochs = plan.auto_epochs(len(method.items)) if cfg.epochs == "auto" else cfg.epochs
+    steps = plan.within_budget(plan.plan_steps(len(method.items), cfg.batch_size, epochs, cfg.seed), method.lengths,
                                cfg.token_budget)
-    capacity, share_prefix = _row_layout(cfg, model, device, lengths)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr(), weight_decay=cfg.weight_decay)
     from transformers import get_cosine_schedule_with_warmup
 
-    warmup = round(cfg.warmup_ratio * len(steps))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, len(steps))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * len(steps)), len(steps))
     model, optimizer = acc.prepare(model, optimizer)
 
     manifest_base = dict(
         cfg=cfg, base_model=run.base_name, base_path=run.ref.base, epochs=epochs, total_steps=len(steps),
-        train=train_data, valid=valid_data, num_processes=acc.num_processes,
+        train=method.train, valid=method.valid, num_processes=acc.num_processes,
     )
-    start, trained_tokens, elapsed = _maybe_resume(cfg, out, train_data.sha256, optimizer, scheduler, model, acc)
+    resumed = _maybe_resume(cfg, out, method.train.sha256, optimizer, scheduler, model, acc)
+    start, trained_tokens, elapsed = (resumed["step"], resumed["trained_tokens"], resumed["elapsed_s"]) if resumed \
+        else (0, 0, 0.0)
+    t0 = time.perf_counter()
+    method.prepare(model, acc, resumed)
+    elapsed += 0.0 if resumed else time.perf_counter() - t0  # (work before step 1 is training time too)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(out / "metrics.jsonl", start)
     if cfg.report_to:
         acc.init_trackers("tuneforge", config={k: str(v) for k, v in cfg.model_dump().items()})
-    run.emit("start", f"{len(examples)} examples, {epochs} epochs, {len(steps)} steps", step=start, total=len(steps),
-             metrics={"epochs": epochs, "batch_size": cfg.batch_size, "learning_rate": cfg.lr()})
+    run.emit("start", f"{len(method.items)} {method.unit}, {epochs} epochs, {len(steps)} steps", step=start,
+             total=len(steps), metrics={"epochs": epochs, "batch_size": cfg.batch_size, "learning_rate": cfg.lr()})
 
     metrics: dict = {}
     for step in range(start, len(steps)):
         t0 = time.perf_counter()
-        batch_ids = steps[step]
-        rows = plan.build_rows([examples[i] for i in batch_ids], capacity, share_prefix)
-        n_loss = plan.step_trained_tokens(batch_ids, examples)
-        loss = _step(model, acc, rows, n_loss)
+        measured = method.step(model, acc, steps[step])
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         elapsed += dt
-        tokens = sum(lengths[i] for i in batch_ids)
+        tokens = sum(method.lengths[i] for i in steps[step])
         trained_tokens += tokens
         metrics = {
-            "step": step + 1, "epoch": round((step + 1) / len(steps) * epochs, 3), "train_loss": round(loss, 5),
+            "step": step + 1, "epoch": round((step + 1) / len(steps) * epochs, 3), **measured,
             "learning_rate": scheduler.get_last_lr()[0], "grad_norm": round(float(grad_norm), 4),
             "tokens": tokens, "tokens_per_s": round(tokens / dt, 1), "trained_tokens": trained_tokens,
             "elapsed_s": round(elapsed, 2),
         }
         done = step + 1 == len(steps)
-        if valid_data and ((step + 1) % cfg.eval_every == 0 or done):
-            metrics["valid_loss"] = round(evaluate_loss(model, valid_data.examples, capacity or 1, acc), 5)
+        if method.valid and ((step + 1) % cfg.eval_every == 0 or done):
+            metrics.update(method.evaluate(model, acc))
         _log(run, metrics)
         run.emit("progress", step=step + 1, total=len(steps), metrics=metrics)
         if (step + 1) % cfg.checkpoint_every == 0 or done:
             state = {
                 "step": step + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": checkpoint.rng_state(), "data_sha256": train_data.sha256,
-                "trained_tokens": trained_tokens, "elapsed_s": elapsed,
+                "rng": checkpoint.rng_state(), "data_sha256": method.train.sha256,
+                "trained_tokens": trained_tokens, "elapsed_s": elapsed, **method.state(),
             }
             _checkpoint(run, model, state, build_manifest(**manifest_base, step=step + 1, metrics=metrics))
     acc.wait_for_everyone()
@@ -194,65 +180,15 @@ def train(cfg: TrainConfig, on_event: Callback = ignore, may_write: Callable[[],
     return TrainResult(out, len(steps), trained_tokens, metrics)
 
 
-def _row_layout(cfg: TrainConfig, model, device: str, lengths: list[int]) -> tuple[int, bool]:
-    """Packed row length (0: no packing) and whether rows may share a prompt prefix."""
-    pack_tokens = cfg.pack_tokens or (4096 if device.startswith("cuda") else 512)
-    capacity = plan.row_capacity(lengths, pack_tokens) if cfg.packing else 0
-    # A custom block mask replaces the model's own masks, sliding-window ones included: share a prefix only
-    # where rows stay within the window.
-    window = getattr(getattr(model.config, "text_config", model.config), "sliding_window", None)
-    return capacity, not window or capacity <= window
-
-
-def _step(model, acc, rows: list[dict[str, torch.Tensor]], n_loss: int) -> float:
-    """Forward and backward every row of one step; returns the step's mean loss per trained token.
-
-    Rows are dealt round-robin to processes; each scales its summed loss by world size / step tokens, so the
-    gradient DDP averages is exactly the gradient of the step's token-mean loss.
-    """
-    mine = rows[acc.process_index :: acc.num_processes]
-    dummy = not mine  # fewer rows than processes: this one still joins the gradient sync, with zero weight
-    mine = mine or rows[:1]
-    total = torch.zeros((), device=acc.device)
-    for j, row in enumerate(mine):
-        sync = j == len(mine) - 1
-        with contextlib.nullcontext() if sync else acc.no_sync(model):
-            batch = {k: v.to(acc.device) for k, v in row.items()}
-            with acc.autocast():
-                s = loss_sum(model, batch)
-            scale = 0.0 if dummy else acc.num_processes / max(n_loss, 1)
-            acc.backward(s * scale)
-            if not dummy:
-                total += s.detach()
-    return float(acc.reduce(total, reduction="sum")) / max(n_loss, 1)
-
-
-@torch.no_grad()
-def evaluate_loss(model, examples: list[Encoded], capacity: int, acc=None) -> float:
-    """Mean loss per assistant token over examples (packed like training)."""
-    lengths = [len(e.input_ids) for e in examples]
-    rows = plan.pack(list(range(len(examples))), lengths, max(capacity, max(lengths)))
-    model.eval()
-    total, n = 0.0, 0
-    device = acc.device if acc else next(model.parameters()).device
-    for row in rows:
-        batch = {k: v.to(device) for k, v in plan.collate([examples[i] for i in row]).items()}
-        ctx = acc.autocast() if acc else contextlib.nullcontext()
-        with ctx:
-            total += float(loss_sum(model, batch))
-        n += sum(examples[i].num_trained for i in row)
-    model.train()
-    return total / max(n, 1)
-
-
-def _maybe_resume(cfg, out: Path, data_sha: str, optimizer, scheduler, model, acc) -> tuple[int, int, float]:
+def _maybe_resume(cfg, out: Path, data_sha: str, optimizer, scheduler, model, acc) -> dict | None:
+    """The newest checkpoint's state, with weights, optimizer, scheduler and random state restored from it."""
     if not cfg.resume:
         if checkpoint.latest(out) is not None:
             raise UserError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")
-        return 0, 0, 0.0
+        return None
     path = checkpoint.latest(out)
     if path is None:
-        return 0, 0, 0.0  # nothing to resume: start from the beginning
+        return None  # nothing to resume: start from the beginning
     state = checkpoint.read(path)
     if state["data_sha256"] != data_sha:
         raise UserError(f"{cfg.data} changed since the checkpoint in {path}: resume with the same file")
@@ -260,7 +196,7 @@ def _maybe_resume(cfg, out: Path, data_sha: str, optimizer, scheduler, model, ac
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     checkpoint.set_rng_state(state["rng"])
-    return state["step"], state["trained_tokens"], state["elapsed_s"]
+    return state
 
 
 def _save_weights(model, folder: Path, tokenizer=None) -> None:

@@ -1,0 +1,90 @@
+"""Preference pairs as model rows, the prompt computed once for its two answers.
+
+A pair (prompt P, chosen C, rejected R) becomes one stretch of a row, `P C R`, with its own attention:
+
+    P attends causally within itself;  C attends to P and causally to itself;  R attends to P and to itself, not C.
+
+Position ids restart for each answer (C and R both continue from len(P)), so every answer token sees exactly the
+tokens, at exactly the positions, it would see in its own `P + answer` sequence: under causal attention P's hidden
+states do not depend on what follows them, and the results (log-probabilities, gradients) equal two separate
+sequences' while P is computed once. Several pairs share a row the same way, each isolated from the others.
+
+The first token of each answer is predicted from P's last position, which both answers share: rather than the
+shifted-labels convention, a row carries, for each answer token, the index of the logit that predicts it
+(`target_index`, into the logits kept), the token (`target`) and which answer it belongs to (`segment`: pair k's
+chosen is 2k, its rejected 2k + 1). Logits are computed only where some answer token is predicted.
+
+Models with sliding-window layers (Gemma 3) take a second mask for those layers: the same block mask, limited to
+keys within the window of each query by position, which is what each answer would see in its own sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tuneforge.data.preference import EncodedPair
+
+
+def collate_pairs(pairs: list[EncodedPair], window: int | None = None) -> dict[str, torch.Tensor | dict | int]:
+    """One row holding `pairs`, with its block mask and the targets of every answer token."""
+    ids: list[int] = []
+    pos: list[int] = []
+    blocks: list[tuple[int, int, int, int]] = []  # (query start, query end, prompt start, prompt end)
+    sources: list[int] = []  # row index of the logit that predicts each answer token
+    target: list[int] = []
+    segment: list[int] = []
+    for k, pair in enumerate(pairs):
+        p0 = len(ids)
+        n = len(pair.prompt)
+        ids += pair.prompt
+        pos += range(n)
+        blocks.append((p0, p0 + n, p0, p0))
+        for side, answer in enumerate((pair.chosen, pair.rejected)):
+            a0 = len(ids)
+            ids += answer
+            pos += range(n, n + len(answer))
+            blocks.append((a0, a0 + len(answer), p0, p0 + n))
+            if answer:
+                sources += [p0 + n - 1, *range(a0, a0 + len(answer) - 1)]
+            target += answer
+            segment += [2 * k + side] * len(answer)
+    length = len(ids)
+    mask = torch.zeros(length, length, dtype=torch.bool)
+    for q0, q1, k0, k1 in blocks:
+        mask[q0:q1, k0:k1] = True  # an answer sees its prompt
+        mask[q0:q1, q0:q1] = True  # and itself (made causal below)
+    mask &= torch.ones(length, length, dtype=torch.bool).tril()
+    keep = torch.zeros(1, length, dtype=torch.bool)
+    keep[0, sources] = True
+    kept_index = torch.cumsum(keep[0].long(), 0) - 1  # row index -> index among the kept logits
+    attention = mask[None, None]
+    if window:
+        p = torch.tensor(pos)
+        near = (p[:, None] - p[None, :]) < window
+        attention = {"full_attention": attention, "sliding_attention": (mask & near)[None, None]}
+    return {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([pos]),
+        "attention_mask": attention,
+        "keep": keep,
+        "target_index": kept_index[torch.tensor(sources, dtype=torch.long)],
+        "target": torch.tensor(target, dtype=torch.long),
+        "segment": torch.tensor(segment, dtype=torch.long),
+        "pairs": len(pairs),
+    }
+
+
+def pair_logps(model, row: dict, device) -> torch.Tensor:
+    """Summed log-probability of each answer of the row's pairs: shape [pairs, 2] (chosen, rejected)."""
+    mask = row["attention_mask"]
+    mask = {k: v.to(device) for k, v in mask.items()} if isinstance(mask, dict) else mask.to(device)
+    out = model(
+        input_ids=row["input_ids"].to(device), position_ids=row["position_ids"].to(device), attention_mask=mask,
+        logits_to_keep=row["keep"].to(device), use_cache=False,
+    )
+    logits = out.logits.reshape(-1, out.logits.shape[-1])
+    token_logps = -F.cross_entropy(logits[row["target_index"].to(device)].float(), row["target"].to(device),
+                                   reduction="none")
+    sums = torch.zeros(2 * row["pairs"], device=device, dtype=token_logps.dtype)
+    return sums.index_add(0, row["segment"].to(device), token_logps).view(-1, 2)
