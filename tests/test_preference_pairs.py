@@ -71,7 +71,8 @@ def test_pairs_from_a_report_by_the_judge_skip_ties_errors_and_identical_answers
 
 
 def test_pairs_from_a_report_by_a_grader_pass_against_fail_or_a_gap():
-    assert [(p.lineage["row"], p.lineage["preferred"]) for p in pairs_from_report(report(), "exact")] == [(0, "answers")]
+    by_exact = pairs_from_report(report(), "exact")
+    assert [(p.lineage["row"], p.lineage["preferred"]) for p in by_exact] == [(0, "answers")]
     gap = pairs_from_report(report(), "exact", min_gap=0.5)
     assert [(p.lineage["row"], p.lineage["preferred"], p.lineage["rejected"]) for p in gap] == [
         (0, "answers", "student"), (4, "student", "answers")]

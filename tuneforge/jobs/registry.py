@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tuneforge.jobs.context import JobContext
     from tuneforge.store.tables import Job, Project
 
-BUILT_IN = ("fine_tune", "relabel", "eval", "merge", "bakeoff")  # modules of tuneforge.jobs, each defining KIND
+BUILT_IN = ("fine_tune", "relabel", "eval", "merge", "bakeoff", "self_play")  # tuneforge.jobs modules defining KIND
 
 
 class JobKind:

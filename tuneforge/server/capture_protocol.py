@@ -124,6 +124,7 @@ class DatasetObject(BaseModel):
     id: str
     object: Literal["dataset"] = "dataset"
     name: str
+    kind: Literal["chat", "preference"] = "chat"
     created_at: int
     status: str
     source: dict[str, Any]
@@ -146,6 +147,8 @@ class DatasetEntryObject(BaseModel):
     position: int
     split: str
     messages: list[dict[str, Any]]
+    rejected: dict[str, Any] | None = Field(default=None, description="A pair's non-preferred answer (`messages` "
+                                            "ends in the preferred one).")
     tools: list[Any] | None = None
     label: str | None = None
     lineage: dict[str, Any]
@@ -164,3 +167,37 @@ class RelabelCreate(BaseModel):
     name: str | None = None
     concurrency: int = Field(default=8, ge=1, le=256)
     max_attempts: int = Field(default=5, ge=1, le=20)
+
+
+# ---------------------------------------------------------------- preference datasets
+class FromEvalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_id: str = Field(description="A finished eval run (evalrun_...).")
+    by: str = Field(default="judge", max_length=200, description="Who decides each pair: `judge` (verdicts won in "
+                    "both orders) or a pointwise grader's name (one model scores 1, the other below).")
+    min_gap: float | None = Field(default=None, gt=0, le=1, description="With a grader: pair any two models whose "
+                                  "scores differ by at least this, instead of 1 vs below 1.")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class FromEvalDataset(DatasetObject):
+    warnings: list[str] = Field(default_factory=list)
+
+
+class SelfPlayCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="The model that answers: a bundled base or the project's ft: model.")
+    training_file: str | None = Field(default=None, description="Prompts: an uploaded fine-tune file (file-...)...")
+    dataset: str | None = Field(default=None, description="...or a dataset's split (ds-...).")
+    split: Literal["train", "test"] = Field(default="train", description="dataset: which split.")
+    grader: Literal["exact", "json"] = Field(default="exact", description="Grades answers against the row's "
+                                             "reference answer.")
+    k: int = Field(default=4, ge=1, le=16, description="Answers sampled per prompt.")
+    temperature: float = Field(default=1.0, gt=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=2048, description="Tokens per answer (default: a "
+                                   "margin over the longest reference).")
+    limit: int | None = Field(default=None, ge=1, le=2000, description="Only the first N prompts.")
+    seed: int = 0
+    use_reference: bool = Field(default=True, description="When no answer passes, prefer the reference answer "
+                                "to the worst one (recorded in the lineage).")
+    name: str | None = Field(default=None, min_length=1, max_length=200)

@@ -1,4 +1,5 @@
-"""Datasets: create (from a log filter or an uploaded file), list, show, entries, export, relabel."""
+"""Datasets: create (from a log filter or an uploaded file), list, show, entries, export, relabel; preference
+datasets from an eval run's verdicts or from self-play."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from tuneforge.errors import Conflict
 from tuneforge.jobs import relabel as relabel_job
+from tuneforge.jobs import self_play as self_play_job
 from tuneforge.server.capture_protocol import (
     DatasetCreate,
     DatasetEntryList,
@@ -16,10 +18,13 @@ from tuneforge.server.capture_protocol import (
     DatasetJob,
     DatasetList,
     DatasetObject,
+    FromEvalCreate,
+    FromEvalDataset,
     RelabelCreate,
+    SelfPlayCreate,
 )
 from tuneforge.server.deps import ProjectDep, StateDep
-from tuneforge.store import datasets, jobs, logs
+from tuneforge.store import datasets, from_eval, jobs, logs
 from tuneforge.store.tables import Dataset, Job
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -31,8 +36,8 @@ def to_api(s, ds: Dataset) -> DatasetObject:
     if ds.status == "relabeling":
         counts["answered"] = datasets.entry_count(s, ds.id)
     return DatasetObject(
-        id=ds.id, name=ds.name, created_at=ds.created_at, status=ds.status, source=ds.source, params=ds.params,
-        pruning_rules=ds.pruning_rules or [], counts=counts, parent_id=ds.parent_id,
+        id=ds.id, name=ds.name, kind=ds.kind or datasets.CHAT, created_at=ds.created_at, status=ds.status,
+        source=ds.source, params=ds.params, pruning_rules=ds.pruning_rules or [], counts=counts, parent_id=ds.parent_id,
         job=DatasetJob(id=job.id, status=job.status, error=job.error) if job else None,
     )
 
@@ -69,15 +74,17 @@ def entries(state: StateDep, project: ProjectDep, dataset_id: str, split: Litera
     with state.db.session() as s:
         datasets.get(s, dataset_id, project.id)
         rows = datasets.entries(s, dataset_id, split, offset=offset, limit=limit + 1)
-        data = [DatasetEntryObject(id=e.id, position=e.position, split=e.split, messages=e.messages, tools=e.tools,
-                                   label=e.label, lineage=e.lineage, answer_model=e.answer_model)
+        data = [DatasetEntryObject(id=e.id, position=e.position, split=e.split, messages=e.messages,
+                                   rejected=e.rejected, tools=e.tools, label=e.label, lineage=e.lineage,
+                                   answer_model=e.answer_model)
                 for e in rows[:limit]]
     return DatasetEntryList(data=data, has_more=len(rows) > limit)
 
 
 @router.get("/{dataset_id}/export", response_class=PlainTextResponse)
 def export(state: StateDep, project: ProjectDep, dataset_id: str, split: Literal["train", "test"] | None = None):
-    """OpenAI fine-tuning JSONL, with the dataset's pruning rules applied."""
+    """OpenAI fine-tuning JSONL (preference JSONL for a preference dataset), with the dataset's pruning rules
+    applied."""
     with state.db.session() as s:
         lines = datasets.export_lines(s, datasets.get(s, dataset_id, project.id), split)
     return PlainTextResponse("".join(line + "\n" for line in lines), media_type="application/jsonl")
@@ -85,13 +92,14 @@ def export(state: StateDep, project: ProjectDep, dataset_id: str, split: Literal
 
 @router.post("/{dataset_id}/cancel", response_model=DatasetObject)
 def cancel(state: StateDep, project: ProjectDep, dataset_id: str):
-    """Stop the relabel job filling this dataset; what it answered so far stays, the dataset is `cancelled`."""
+    """Stop the job filling this dataset (relabel, self-play); what it made so far stays, the dataset is
+    `cancelled`."""
     with state.db.session() as s:
         ds = datasets.get(s, dataset_id, project.id)
-        if ds.status != "relabeling" or ds.job_id is None:
-            raise Conflict(f"dataset {dataset_id} is {ds.status}: only a dataset being relabeled can be cancelled",
-                           param="dataset_id", code="invalid_state")
-        jobs.cancel(s, ds.job_id, project_id=project.id, kind=relabel_job.KIND.name)
+        if ds.status not in datasets.FILLING or ds.job_id is None:
+            raise Conflict(f"dataset {dataset_id} is {ds.status}: only a dataset being relabeled or generated can "
+                           "be cancelled", param="dataset_id", code="invalid_state")
+        jobs.cancel(s, ds.job_id, project_id=project.id, kind=datasets.FILLING[ds.status])
         ds.status = "cancelled"
         return to_api(s, ds)
 
@@ -102,3 +110,22 @@ def relabel(state: StateDep, project: ProjectDep, dataset_id: str, body: Relabel
     with state.db.session() as s:
         job = relabel_job.KIND.accept(s, project, body, dataset_id=dataset_id)
         return to_api(s, datasets.get(s, relabel_job.KIND.spec(job).dataset, project.id))
+
+
+@router.post("/from_eval", response_model=FromEvalDataset)
+def create_from_eval(state: StateDep, project: ProjectDep, body: FromEvalCreate):
+    """A preference dataset from an eval run: each row where the judge (or a grader) preferred one model's
+    answer to another's is a pair. With a warning when the run's rows are held out."""
+    with state.db.session() as s:
+        ds, warnings = from_eval.from_eval(s, project.id, run_id=body.run_id, by=body.by, min_gap=body.min_gap,
+                                           name=body.name)
+        return FromEvalDataset(**to_api(s, ds).model_dump(), warnings=warnings)
+
+
+@router.post("/self_play", response_model=DatasetObject)
+def self_play(state: StateDep, project: ProjectDep, body: SelfPlayCreate):
+    """A preference dataset from the model's own answers, sampled k times per prompt and graded; filled by a
+    self-play job (`job` in the answer)."""
+    with state.db.session() as s:
+        job = self_play_job.KIND.accept(s, project, body)
+        return to_api(s, datasets.get(s, self_play_job.KIND.spec(job).dataset, project.id))
