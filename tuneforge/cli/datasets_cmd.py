@@ -75,11 +75,11 @@ def create(
 @datasets_app.command("list")
 def list_datasets(base_url: BaseUrl = DEFAULT_URL, api_key: ApiKey = None) -> None:
     """The project's datasets, newest first."""
-    table = Table("id", "name", "kind", "status", "train", "test", "source")
+    table = Table("id", "name", "status", "train", "test", "source")
     for ds in Platform(base_url, api_key).json("GET", "/v1/datasets")["data"]:
         c = ds["counts"]
-        table.add_row(ds["id"], ds["name"], ds.get("kind", "chat"), ds["status"], str(c.get("train", 0)),
-                      str(c.get("test", 0)), json.dumps(ds["source"]))
+        table.add_row(ds["id"], ds["name"], ds["status"], str(c.get("train", 0)), str(c.get("test", 0)),
+                      json.dumps(ds["source"]))
     out.print(table)
 
 

@@ -97,8 +97,8 @@ def cancel(state: StateDep, project: ProjectDep, dataset_id: str):
     with state.db.session() as s:
         ds = datasets.get(s, dataset_id, project.id)
         if ds.status not in datasets.FILLING or ds.job_id is None:
-            raise Conflict(f"dataset {dataset_id} is {ds.status}: only a dataset being relabeled or generated can "
-                           "be cancelled", param="dataset_id", code="invalid_state")
+            raise Conflict(f"dataset {dataset_id} is {ds.status}: only a dataset being relabeled can be cancelled, "
+                           "or one a self-play job is filling", param="dataset_id", code="invalid_state")
         jobs.cancel(s, ds.job_id, project_id=project.id, kind=datasets.FILLING[ds.status])
         ds.status = "cancelled"
         return to_api(s, ds)
