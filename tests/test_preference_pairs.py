@@ -175,3 +175,52 @@ def test_a_generating_preference_dataset_is_filled_once_per_position(db):
         ds = datasets.get(s, ds_id, project.id)
         assert ds.status == "ready" and ds.counts == {"prompts": 5, "sampled": 4, "pairs": 2, "train": 2, "test": 0}
         assert [e.position for e in datasets.entries(s, ds_id)] == [0, 3]
+
+
+def test_self_play_job_resumes_after_its_last_stored_chunk(data_dir, tiny_model, monkeypatch):
+    """A job that died in its second chunk is run again: it samples only the prompts not yet done."""
+    from tuneforge.evals import pairs
+    from tuneforge.jobs import self_play
+    from tuneforge.jobs.context import JobContext
+    from tuneforge.server.capture_protocol import SelfPlayCreate
+    from tuneforge.store import datasets, files, projects
+    from tuneforge.store.db import Database
+    from tuneforge.store.tables import Job
+
+    monkeypatch.setenv("TUNEFORGE_BASES", f"tiny={tiny_model}")
+    monkeypatch.setattr(self_play, "CHUNK", 2)
+    db = Database()
+    db.migrate()
+    content = "".join(json.dumps({"messages": [SYSTEM, {"role": "user", "content": f"say {i}"},
+                                               assistant(f"GOOD {i}")]}) + "\n" for i in range(5))
+    with db.session() as s:
+        project = projects.get_or_create(s, "p")
+        f = files.create(s, project_id=project.id, filename="t.jsonl", purpose="fine-tune", content=content.encode())
+        job = self_play.KIND.accept(s, project, SelfPlayCreate(model="tiny", training_file=f.id, k=2, max_tokens=3))
+        ds_id, job_id = self_play.KIND.spec(job).dataset, job.id
+    asked, real = [], pairs.sample
+
+    def dies_in_chunk_two(generator, prompts, **kw):
+        asked.append(len(prompts))
+        if len(asked) == 2:
+            raise RuntimeError("worker died")
+        return real(generator, prompts, **kw)
+
+    def run() -> dict:
+        with db.session() as s:
+            job = s.get(Job, job_id)
+            s.expunge(job)
+        return self_play.KIND.run(JobContext(job=job, db=db, worker_id="w", lease_s=600))
+
+    monkeypatch.setattr(pairs, "sample", dies_in_chunk_two)
+    with pytest.raises(RuntimeError, match="worker died"):
+        run()
+    with db.session() as s:
+        assert datasets.get(s, ds_id, project.id).counts["sampled"] == 2
+    asked.clear()
+    monkeypatch.setattr(pairs, "sample", lambda *a, **kw: (asked.append(len(a[1])), real(*a, **kw))[1])
+    result = run()
+    assert asked == [2, 1] and result == {"dataset": ds_id, "prompts": 5, "pairs": 5}
+    with db.session() as s:
+        assert [e.position for e in datasets.entries(s, ds_id)] == [0, 1, 2, 3, 4]
+    db.dispose()
