@@ -369,7 +369,11 @@ def prompt_rows(s: Session, project_id: str, *, file_id: str | None = None, data
     if file_id is not None:
         candidates, rules = _from_file(s, project_id, file_id, param="training_file"), []
     else:
-        ds = get(s, dataset_id, project_id)
+        try:
+            ds = get(s, dataset_id, project_id)
+        except NotFound as exc:
+            exc.param = "dataset"  # the self-play request's field
+            raise
         if ds.status != "ready":
             raise Conflict(f"dataset {dataset_id} is {ds.status}: use it once it is ready", param="dataset")
         candidates = [Candidate(e.messages, e.tools, {"dataset": ds.id, "entry": e.id}, {})
