@@ -4,7 +4,10 @@ DPOTrainer's, and `tuneforge train --method dpo` trains, checkpoints and resumes
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -234,3 +237,22 @@ def test_train_dpo_learns_the_preference_and_resumes_exactly(tiny_model, tmp_pat
     resumed = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in resumed] == [4, 5, 6, 7, 8, 9]
     assert resumed[-1]["valid_loss"] == pytest.approx(metrics[-1]["valid_loss"], abs=1e-5)
+
+
+def test_two_process_dpo_on_gloo_matches_one_process(tiny_model, tmp_path):
+    """Reference log-probs spread over the processes and summed, pair losses scaled by world size / step pairs:
+    two processes on gloo give the adapter one process gives."""
+    data = tmp_path / "prefs.jsonl"
+    _pairs_file(data, n=8)
+    args = ["train", "--model", str(tiny_model), "--data", str(data), "--method", "dpo", "--epochs", "1",
+            "--batch-size", "4", "--learning-rate", "5e-3", "--no-packing"]
+    single = tmp_path / "single"
+    cli(*args, "--out", str(single))
+    ddp = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "tuneforge", *args, "--out", str(ddp)]
+    proc = subprocess.run(launch, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((ddp / "manifest.json").read_text())["num_processes"] == 2
+    assert_same_adapter(ddp, single, atol=2e-5)

@@ -11,12 +11,13 @@ resolved ("auto" made concrete), as OpenAI does.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import OperationalError
@@ -53,6 +54,7 @@ class FineTuneSpec(BaseModel):
     train_config: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields they amount to.")
     pruning_rules: list[str] = Field(default_factory=list, description="A dataset's; the model applies them.")
     fine_tuned_model: str = Field(description="The name the model gets when the job succeeds.")
+    method: Literal["supervised", "dpo"] = Field("supervised", description="OpenAI's method type.")
 
     def config(self, out_dir: str) -> TrainConfig:
         return TrainConfig(**self.train_config, model=self.base_model, data=self.training_path,
@@ -72,13 +74,18 @@ class FineTune(JobKind):
     def accept(self, s: Session, project: Project, request: Any, **where: str) -> Job:
         """Create and queue a job from a FineTuningJobCreate request."""
         shown, loadable = _base(s, request.model, project.id)
+        method = request.method.type if request.method is not None else "supervised"
         rules: list[str] = []
         train_file = _training_file(s, project, request.training_file, "training_file", "train", rules)
+        _check_format(train_file, method, "training_file")
         valid_file = (_training_file(s, project, request.validation_file, "validation_file", "test", rules)
                       if request.validation_file else None)
+        if valid_file is not None:
+            _check_format(valid_file, method, "validation_file")
         hyper = request.hyperparameters
-        if request.method is not None and request.method.supervised is not None:
-            hyper = request.method.supervised.hyperparameters
+        chosen = getattr(request.method, method, None) if request.method is not None else None
+        if chosen is not None:
+            hyper = chosen.hyperparameters
         hyper_dict = hyper.model_dump() if hyper is not None else {}
         seed = request.seed if request.seed is not None else random.randrange(2**31)
         job_id = new_id(self.id_prefix)
@@ -87,8 +94,8 @@ class FineTune(JobKind):
             validation_file=valid_file.id if valid_file else None,
             validation_path=valid_file.path if valid_file else None, suffix=request.suffix, seed=seed,
             metadata=request.metadata, integrations=request.integrations, hyperparameters=hyper_dict,
-            train_config=train_config(hyper_dict, seed), pruning_rules=rules,
-            fine_tuned_model=self.model_name(shown, project, request.suffix, job_id),
+            train_config=train_config(hyper_dict, seed, method), pruning_rules=rules,
+            fine_tuned_model=self.model_name(shown, project, request.suffix, job_id), method=method,
         )
         return jobs.submit(s, project_id=project.id, kind=self.name, spec=spec.model_dump(mode="json"), job_id=job_id)
 
@@ -117,10 +124,14 @@ KIND = FineTune()
 
 
 # --- accepting
-def train_config(hyper: dict, seed: int) -> dict:
+def train_config(hyper: dict, seed: int, method: str = "supervised") -> dict:
     """OpenAI hyperparameters (+ TrainConfig's API fields) as TrainConfig fields; UserError naming the bad one."""
     hyper, allowed = dict(hyper), TrainConfig.hyperparameters()
-    cfg: dict = {"seed": seed}
+    cfg: dict = {"seed": seed, "method": "dpo" if method == "dpo" else "sft"}
+    if hyper.get("method") in ("lora", "full"):  # its name before DPO
+        hyper["weights"] = hyper.pop("method")
+    if hyper.get("beta") == "auto":
+        del hyper["beta"]
     if (epochs := hyper.pop("n_epochs", "auto")) != "auto":
         cfg["epochs"] = epochs
     if (batch := hyper.pop("batch_size", "auto")) != "auto":
@@ -178,6 +189,24 @@ def _training_file(s: Session, project: Project, file_id: str, param: str, split
     return row
 
 
+def _check_format(row, method: str, param: str) -> None:
+    """The file's format (its first row decides) must be the method's: preference pairs for dpo, chat otherwise."""
+    from tuneforge.data.preference import format_of
+
+    with open(row.path, "rb") as f:
+        first = next((line for line in f if line.strip()), b"{}")
+    try:
+        is_pairs = format_of(json.loads(first)) != "chat"
+    except ValueError:
+        return  # (uploads are checked line by line: nothing unreadable gets this far)
+    if method == "dpo" and not is_pairs:
+        raise UserError(f"{param} {row.id} holds chat rows: a dpo job needs preference pairs ({{\"input\": ..., "
+                        '"preferred_output": [...], "non_preferred_output": [...]})', param=param)
+    if method != "dpo" and is_pairs:
+        raise UserError(f"{param} {row.id} holds preference pairs: train them with method {{\"type\": \"dpo\"}}",
+                        param=param)
+
+
 # --- running
 class _Reporter:
     """The trainer's progress callback for a job: events, checkpoints, and a stop check at every event; and its
@@ -229,6 +258,8 @@ class _Reporter:
             "n_epochs": plan["epochs"], "batch_size": plan["batch_size"],
             "learning_rate_multiplier": round(plan["learning_rate"] / self.config.default_lr(), 6),
         }
+        if self.config.method == "dpo":
+            self.hyperparameters["beta"] = self.config.beta
         with self.ctx.db.session() as s:
             jobs.set_result(s, self.job.id, self.ctx.worker_id, hyperparameters=self.hyperparameters)
 
@@ -239,6 +270,8 @@ class _Reporter:
         self.last_event = now
         m = ev.metrics
         msg = f"Step {ev.step}/{ev.total}: training loss={m.get('train_loss', 0):.4f}"
+        if "preference_accuracy" in m:
+            msg += f", reward margin={m['reward_margin']:.4f}, preference accuracy={m['preference_accuracy']:.2f}"
         if "valid_loss" in m:
             msg += f", validation loss={m['valid_loss']:.4f}"
         self.ctx.event(msg, type="metrics", data={**m, "total_steps": ev.total})

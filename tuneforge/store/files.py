@@ -131,7 +131,8 @@ class InvalidTrainingFile(UserError):
 
 
 def _check_training_file(path: Path, filename: str) -> None:
-    report = validate_file(path, keep_rows=False, max_problems=MAX_PROBLEMS_SHOWN)  # memory: not the file's size
+    report = validate_file(path, keep_rows=False, max_problems=MAX_PROBLEMS_SHOWN,  # memory: not the file's size
+                           preferences=True)  # chat rows or preference pairs: the job checks it has the right kind
     if report.ok:
         return
     lines = [p.format(filename) for p in report.problems]

@@ -34,7 +34,7 @@ def to_api(job: Job) -> FineTuningJob:
         hyperparameters=hyper, model=spec.model, organization_id=job.project_id, seed=spec.seed,
         status=job.status, trained_tokens=result.get("trained_tokens"), training_file=spec.training_file,
         validation_file=spec.validation_file, integrations=spec.integrations, metadata=spec.metadata,
-        user_provided_suffix=spec.suffix, method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+        user_provided_suffix=spec.suffix, method={"type": spec.method, spec.method: {"hyperparameters": hyper}},
     )
 
 
