@@ -142,3 +142,13 @@ def test_merge_and_bakeoff_pages_show_their_reports_sandboxed(acme, console_stor
         for url in (f"/models/merges/{search.id}/cancel", f"/models/bakeoffs/{bake.id}/cancel"):
             assert globex.post(url, data={"csrf_token": globex.csrf}, headers=ORIGIN).status_code == 404
         assert bake.id not in globex.get("/models").text
+
+
+def test_a_merge_search_out_of_bounds_is_a_400_naming_its_field(acme):
+    """`/v1/merges`' request model is looser than the search spec it becomes: the spec's bounds answer 400."""
+    config = {"merge_method": "linear", "models": [{"model": BASES[0], "parameters": {"weight": "$w"}}]}
+    r = acme.post("/v1/merges", headers={"authorization": f"Bearer {acme.key}"},
+                  json={"name": "x", "config": config, "search": {"params": {"w": [1.0]}, "datasets": ["ds-1"],
+                                                                  "trials": -1}})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "search.trials"

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -183,7 +183,12 @@ def _check_search(s: Session, project_id: str, cfg: dict, search: Any) -> Search
             raise UserError(f"the config has placeholders ({', '.join(sorted(placeholders(cfg)))}) but no `search` "
                             "gives their values", param="search")
         return None
-    spec = SearchSpec.model_validate(search.model_dump() if hasattr(search, "model_dump") else search)
+    try:
+        spec = SearchSpec.model_validate(search.model_dump() if hasattr(search, "model_dump") else search)
+    except ValidationError as exc:  # the request's model is looser than the spec (e.g. a bound it cannot state)
+        err = exc.errors()[0]
+        field = ".".join(str(part) for part in ("search", *err["loc"]))
+        raise UserError(f"{field}: {err['msg']}", param=field) from None
     check_space(cfg, spec.params, spec.strategy, spec.trials)
     for ds_id in spec.datasets:
         ds = datasets.get(s, ds_id, project_id)
