@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fake_judge import FakeJudge
 from helpers import chat_row, cli, write_jsonl
-from live_server import Server
+from live_server import Server, wait_for_job
 
 from tuneforge.data.preference import normalized
 
@@ -113,3 +113,10 @@ def test_self_play_job_prefers_the_reference_when_no_answer_passes(platform, tmp
     lines = api(server, key, "GET", f"/v1/datasets/{ds_id}/export").text.splitlines()
     assert len(lines) == 3 and all(normalized(json.loads(line)) for line in lines)
     assert ds["job"]["id"].startswith("selfplayjob-")
+
+    # The loop closed: a DPO job takes the dataset by id, continuing the model that played.
+    client = server.client(key)
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=ds_id, method={
+        "type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 3}}})
+    job = wait_for_job(client, job.id)
+    assert job.status == "succeeded" and job.method.type == "dpo", job.error
