@@ -16,7 +16,7 @@ from test_resume_ddp import assert_same_adapter
 
 from tuneforge.data.preference import EncodedPair, encode_pair
 from tuneforge.training.dpo import dpo_loss
-from tuneforge.training.pair_rows import collate_pairs, pair_logps
+from tuneforge.training.pair_rows import batches, collate_pairs, pair_logps, stack_rows
 
 
 def _random_pairs(seed: int, shapes, vocab: int = 1000) -> list[EncodedPair]:
@@ -89,6 +89,11 @@ def test_pair_rows_layout_on_a_tiny_pair():
     assert row["target"].tolist() == [3, 4, 5] and row["segment"].tolist() == [0, 0, 1]
 
 
+def test_rows_are_batched_up_to_a_token_budget():
+    assert batches([[0], [1, 2], [3], [4]], [30, 10, 10, 18, 5], 60) == [[[0], [1, 2]], [[3], [4]]]
+    assert batches([[0]], [100], 60) == [[[0]]]  # a row longer than the budget goes alone
+
+
 def test_shared_prompt_rows_give_the_same_logps_and_gradients_as_separate_sequences(tiny_model):
     from transformers import AutoModelForCausalLM
 
@@ -101,9 +106,13 @@ def test_shared_prompt_rows_give_the_same_logps_and_gradients_as_separate_sequen
         return torch.cat([pair_logps(model, collate_pairs(ps[:3]), "cpu"), pair_logps(model, collate_pairs(ps[3:]),
                                                                                         "cpu")])
 
+    def stacked(ps):  # the same two rows (of different lengths) as one padded batch
+        return pair_logps(model, stack_rows([collate_pairs(ps[:3]), collate_pairs(ps[3:])]), "cpu")
+
     row = collate_pairs(pairs[:3])
     assert row["input_ids"].shape[1] == sum(len(p) for p in pairs[:3])  # each prompt once
     _assert_same(_loss_and_grads(model, shared, pairs, reference), separate)
+    _assert_same(_loss_and_grads(model, stacked, pairs, reference), separate)
 
     # Negative control: plain causal attention over `prompt chosen rejected` lets the rejected answer see the
     # chosen one, and its positions continue: the log-probabilities differ.
@@ -127,7 +136,8 @@ def test_sliding_window_models_get_a_mask_per_layer_kind(tmp_path):
     pairs = _random_pairs(4, ((20, 6, 11), (14, 9, 2)))
     with torch.no_grad():
         separate = _separate_logps(model, pairs)
-        windowed = pair_logps(model, collate_pairs(pairs, window=8), "cpu")
+        windowed = pair_logps(model, stack_rows([collate_pairs(pairs[:1], window=8),
+                                                 collate_pairs(pairs[1:], window=8)]), "cpu")
         one_mask = pair_logps(model, collate_pairs(pairs), "cpu")
     assert torch.allclose(windowed, separate, atol=1e-4)
     assert not torch.allclose(one_mask, separate, atol=1e-3)  # the window matters: one mask for all layers is wrong

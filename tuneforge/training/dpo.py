@@ -27,9 +27,10 @@ from tuneforge.data.preference import EncodedPair
 from tuneforge.training import plan
 from tuneforge.training.config import TrainConfig
 from tuneforge.training.examples import data_limits, load_pairs
-from tuneforge.training.pair_rows import collate_pairs, pair_logps
+from tuneforge.training.pair_rows import batches, collate_pairs, pair_logps, stack_rows
 from tuneforge.training.sft import pack_tokens
 
+FORWARD_ROWS = 8  # a forward runs up to this many full rows' worth of tokens (padded), as one batch
 STATS = ("loss", "chosen_reward", "rejected_reward", "accuracy", "chosen_logp", "rejected_logp")
 
 
@@ -69,6 +70,7 @@ class DPO:
         self.lengths = [len(p) for p in self.items]
         longest = max(self.lengths + [len(p) for p in self.valid.examples] if self.valid else self.lengths)
         self.capacity = max(pack_tokens(cfg, device), longest) if cfg.packing else 0
+        self.forward_tokens = FORWARD_ROWS * max(pack_tokens(cfg, device), longest)
         self.window = sliding_window(model.config)
         self.beta = cfg.beta
         self.fresh_adapter = fresh_adapter
@@ -88,33 +90,40 @@ class DPO:
     def state(self) -> dict:
         return {"reference": self.reference, "valid_reference": self.valid_reference}
 
-    def rows(self, lengths: list[int], ids: list[int]) -> list[list[int]]:
-        """`ids` grouped into rows: first-fit by tokens, or one pair a row without packing."""
-        return plan.pack(ids, lengths, self.capacity) if self.capacity else [[i] for i in ids]
+    def forwards(self, pairs: list[EncodedPair], ids: list[int], acc) -> list[list[list[int]]]:
+        """This process's share of `ids`: rows (first-fit by tokens, or a pair a row without packing) dealt
+        round-robin to the processes, then grouped into batched forwards. Empty when there are fewer rows than
+        processes."""
+        lengths = [len(p) for p in pairs] if pairs is not self.items else self.lengths
+        rows = plan.pack(ids, lengths, self.capacity) if self.capacity else [[i] for i in ids]
+        return batches(rows[acc.process_index :: acc.num_processes], lengths, self.forward_tokens)
+
+    def _batch(self, pairs: list[EncodedPair], forward: list[list[int]]) -> dict:
+        return stack_rows([collate_pairs([pairs[i] for i in row], self.window) for row in forward])
 
     @torch.no_grad()
     def _logps(self, model, acc, pairs: list[EncodedPair]) -> torch.Tensor:
         """[pairs, 2] log-probabilities under the model as it is; each process computes its share of rows."""
         out = torch.zeros(len(pairs), 2, device=acc.device)
-        rows = self.rows([len(p) for p in pairs], list(range(len(pairs))))
-        for row in rows[acc.process_index :: acc.num_processes]:
+        for forward in self.forwards(pairs, list(range(len(pairs))), acc):
             with acc.autocast():
-                out[row] = pair_logps(model, collate_pairs([pairs[i] for i in row], self.window), acc.device).float()
+                logps = pair_logps(model, self._batch(pairs, forward), acc.device).float()
+            out[[i for row in forward for i in row]] = logps
         return (acc.reduce(out, reduction="sum") if acc.num_processes > 1 else out).cpu()
 
     def step(self, model, acc, ids: list[int]) -> dict:
         """Forward and backward the step's pairs; each process scales its summed loss by world size / pairs, so the
         gradient DDP averages is that of the step's mean loss over pairs."""
-        rows = self.rows(self.lengths, ids)
-        mine = rows[acc.process_index :: acc.num_processes]
+        mine = self.forwards(self.items, ids, acc)
         dummy = not mine  # fewer rows than processes: still join the gradient sync, with zero weight
-        mine = mine or rows[:1]
+        mine = mine or [[ids[:1]]]
         sums = torch.zeros(len(STATS), device=acc.device)
-        for j, row in enumerate(mine):
+        for j, forward in enumerate(mine):
             with contextlib.nullcontext() if j == len(mine) - 1 else acc.no_sync(model):
                 with acc.autocast():
-                    policy = pair_logps(model, collate_pairs([self.items[i] for i in row], self.window), acc.device)
-                losses, stats = dpo_loss(policy.float(), self.reference[row].to(acc.device), self.beta)
+                    policy = pair_logps(model, self._batch(self.items, forward), acc.device)
+                flat = [i for row in forward for i in row]
+                losses, stats = dpo_loss(policy.float(), self.reference[flat].to(acc.device), self.beta)
                 acc.backward(losses.sum() * (0.0 if dummy else acc.num_processes / len(ids)))
                 if not dummy:
                     sums += stats.sum(0)

@@ -88,3 +88,53 @@ def pair_logps(model, row: dict, device) -> torch.Tensor:
                                    reduction="none")
     sums = torch.zeros(2 * row["pairs"], device=device, dtype=token_logps.dtype)
     return sums.index_add(0, row["segment"].to(device), token_logps).view(-1, 2)
+
+
+def stack_rows(rows: list[dict]) -> dict:
+    """Rows of different lengths as one batch (padded on the right), so one forward runs them all: on a CPU a
+    batch of rows costs about half as much per token as the same rows one at a time. A padding position attends
+    only to itself and no real position attends to it, so the results are the rows' own."""
+    if len(rows) == 1:
+        return rows[0]
+    length = max(r["input_ids"].shape[1] for r in rows)
+
+    def pad(t: torch.Tensor, value=0) -> torch.Tensor:
+        return F.pad(t, (0, length - t.shape[-1]), value=value)
+
+    def masks(kind: str | None) -> torch.Tensor:
+        out = torch.eye(length, dtype=torch.bool).repeat(len(rows), 1, 1, 1)
+        for b, r in enumerate(rows):
+            m = r["attention_mask"] if kind is None else r["attention_mask"][kind]
+            n = m.shape[-1]
+            out[b, 0, :n, :n] = m[0, 0]
+        return out
+
+    first = rows[0]["attention_mask"]
+    kept = torch.tensor([0] + [int(r["keep"].sum()) for r in rows[:-1]]).cumsum(0)  # flattened row-major
+    pairs = torch.tensor([0] + [r["pairs"] for r in rows[:-1]]).cumsum(0)
+    return {
+        "input_ids": torch.cat([pad(r["input_ids"]) for r in rows]),
+        "position_ids": torch.cat([pad(r["position_ids"]) for r in rows]),
+        "attention_mask": {k: masks(k) for k in first} if isinstance(first, dict) else masks(None),
+        "keep": torch.cat([pad(r["keep"], False) for r in rows]),
+        "target_index": torch.cat([r["target_index"] + kept[b] for b, r in enumerate(rows)]),
+        "target": torch.cat([r["target"] for r in rows]),
+        "segment": torch.cat([r["segment"] + 2 * pairs[b] for b, r in enumerate(rows)]),
+        "pairs": sum(r["pairs"] for r in rows),
+    }
+
+
+def batches(rows: list[list[int]], lengths: list[int], max_tokens: int) -> list[list[list[int]]]:
+    """Consecutive rows (lists of pair indices) grouped into forwards of at most `max_tokens` padded tokens (a row
+    longer than that alone)."""
+    out: list[list[list[int]]] = []
+    longest = 0
+    for row in rows:
+        n = sum(lengths[i] for i in row)
+        if out and max(longest, n) * (len(out[-1]) + 1) <= max_tokens:
+            out[-1].append(row)
+            longest = max(longest, n)
+        else:
+            out.append([row])
+            longest = n
+    return out
