@@ -77,11 +77,12 @@ def self_play(args, adapter: Path, out: Path) -> dict:
 
 
 def dpo(args, adapter: Path, pairs_file: str, out: Path) -> tuple[Path, float, dict]:
-    folder = out / f"dpo-b{args.beta}-lr{args.dpo_lr}-e{args.dpo_epochs}"
+    folder = out / f"dpo-b{args.beta}-lr{args.dpo_lr}-e{args.dpo_epochs}-sft{args.sft_weight}"
     seconds = 0.0
     if not (folder / "manifest.json").exists():
         seconds = tuneforge("train", "--model", str(adapter), "--data", pairs_file, "--out", str(folder), "--method",
-                            "dpo", "--beta", str(args.beta), "--learning-rate", str(args.dpo_lr), "--epochs",
+                            "dpo", "--beta", str(args.beta), "--sft-weight", str(args.sft_weight), "--learning-rate",
+                            str(args.dpo_lr), "--epochs",
                             str(args.dpo_epochs), "--batch-size", "8", "--checkpoint-every", "100000",
                             log=out / f"{folder.name}.log")
     metrics = json.loads((folder / "manifest.json").read_text())["metrics"]
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--pairs-per-prompt", type=int, default=1)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--dpo-lr", type=float, default=1e-4)
+    parser.add_argument("--sft-weight", type=float, default=0.0, help="RPO: the SFT loss on preferred answers")
     parser.add_argument("--dpo-epochs", type=int, default=1)
     parser.add_argument("--test-limit", type=int, default=100)
     args = parser.parse_args()
@@ -121,7 +123,8 @@ def main() -> None:
         "train_loss", "reward_margin", "preference_accuracy", "chosen_logp", "rejected_logp")}), flush=True)
     report = evaluate(args, sft_dir, dpo_dir, args.out)
     result = {"name": "dpo_self_play", "model": args.model, "sft_rows": args.sft_rows, "self_play": stats,
-              "beta": args.beta, "dpo_lr": args.dpo_lr, "dpo_epochs": args.dpo_epochs, "dpo_seconds": seconds,
+              "beta": args.beta, "sft_weight": args.sft_weight, "dpo_lr": args.dpo_lr, "dpo_epochs": args.dpo_epochs,
+              "dpo_seconds": seconds,
               "models": {m["name"]: m["graders"] for m in report["models"]},
               "paired": [{k: p.get(k) for k in ("a", "b", "grader", "delta", "delta_ci_low", "delta_ci_high", "wins",
                                                 "ties", "losses")} for p in report["pairwise"]],

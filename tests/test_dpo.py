@@ -161,9 +161,13 @@ def test_encode_pair_cuts_the_prompt_where_the_answers_begin(smollm2):
     assert len(encode_pair(tok, row, max_length=len(pair.prompt) + 2).rejected) == 2
 
 
-def test_dpo_loss_and_gradients_equal_trl(tiny_model, tmp_path):
+@pytest.mark.parametrize("sft_weight", [0.0, 0.5])
+def test_dpo_loss_and_gradients_equal_trl(tiny_model, tmp_path, sft_weight):
     """tuneforge's loss, log-probabilities, rewards and LoRA gradients on one batch equal TRL DPOTrainer's (TRL
-    1.16: sigmoid loss, reference = the base with the adapter disabled), on the same model, adapter and tokens."""
+    1.16: sigmoid loss, reference = the base with the adapter disabled), on the same model, adapter and tokens;
+    with an SFT term (RPO) too, TRL's `loss_type=["sigmoid", "sft"]`. (TRL averages the SFT term over all chosen
+    tokens of the batch, ours over each answer's tokens, then pairs: the same when the answers are as long, as
+    here.)"""
     pytest.importorskip("trl")
     from datasets import Dataset
     from peft import LoraConfig
@@ -174,9 +178,10 @@ def test_dpo_loss_and_gradients_equal_trl(tiny_model, tmp_path):
     from tuneforge.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model))
-    pairs = _random_pairs(5, SHAPES)
+    pairs = _random_pairs(5, [(p, 6, r) for p, _c, r in SHAPES] if sft_weight else SHAPES)
+    loss = dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0, sft_weight]) if sft_weight else {}
     args = DPOConfig(output_dir=str(tmp_path), beta=0.1, bf16=False, use_cpu=True, gradient_checkpointing=False,
-                     max_length=None, report_to="none", per_device_train_batch_size=4)
+                     max_length=None, report_to="none", per_device_train_batch_size=4, **loss)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False)
     rows = [{"prompt": "hi", "chosen": "a", "rejected": "b"}] * 4  # TRL needs a dataset; the batch is ours
     torch.manual_seed(3)
@@ -195,7 +200,8 @@ def test_dpo_loss_and_gradients_equal_trl(tiny_model, tmp_path):
         reference = pair_logps(model, collate_pairs(pairs), "cpu")
     model.zero_grad()
     policy = pair_logps(model, collate_pairs(pairs), "cpu")
-    losses, stats = dpo_loss(policy, reference, beta=0.1)
+    chosen_tokens = torch.tensor([float(len(p.chosen)) for p in pairs])
+    losses, stats = dpo_loss(policy, reference, beta=0.1, sft_weight=sft_weight, chosen_tokens=chosen_tokens)
     losses.mean().backward()
     ours = _grads(model)
 

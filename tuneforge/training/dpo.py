@@ -34,10 +34,17 @@ FORWARD_ROWS = 8  # a forward runs up to this many full rows' worth of tokens (p
 STATS = ("loss", "chosen_reward", "rejected_reward", "accuracy", "chosen_logp", "rejected_logp")
 
 
-def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair losses and statistics (columns as STATS) from [pairs, 2] log-probabilities (chosen, rejected)."""
+def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float, sft_weight: float = 0.0,
+             chosen_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair losses and statistics (columns as STATS) from [pairs, 2] log-probabilities (chosen, rejected).
+
+    With `sft_weight`, each pair's loss adds that times the preferred answer's mean loss per token (RPO, Pang et
+    al. 2024; TRL's `loss_type=["sigmoid", "sft"]`): the preferred answers stay likely while the pair's margin
+    grows, where plain DPO may lower both, or shift what all answers have in common."""
     rewards = beta * (policy - reference)
     losses = -F.logsigmoid(rewards[:, 0] - rewards[:, 1])
+    if sft_weight:
+        losses = losses + sft_weight * -policy[:, 0] / chosen_tokens
     stats = torch.stack([losses, rewards[:, 0], rewards[:, 1], (rewards[:, 0] > rewards[:, 1]).to(rewards.dtype),
                          policy[:, 0], policy[:, 1]], dim=1)
     return losses, stats.detach()
@@ -72,7 +79,7 @@ class DPO:
         self.capacity = max(pack_tokens(cfg, device), longest) if cfg.packing else 0
         self.forward_tokens = FORWARD_ROWS * max(pack_tokens(cfg, device), longest)
         self.window = sliding_window(model.config)
-        self.beta = cfg.beta
+        self.beta, self.sft_weight = cfg.beta, cfg.sft_weight
         self.fresh_adapter = fresh_adapter
         self.reference: torch.Tensor | None = None
         self.valid_reference: torch.Tensor | None = None
@@ -97,6 +104,10 @@ class DPO:
         lengths = [len(p) for p in pairs] if pairs is not self.items else self.lengths
         rows = plan.pack(ids, lengths, self.capacity) if self.capacity else [[i] for i in ids]
         return batches(rows[acc.process_index :: acc.num_processes], lengths, self.forward_tokens)
+
+    @staticmethod
+    def _chosen_tokens(pairs: list[EncodedPair], ids, device) -> torch.Tensor:
+        return torch.tensor([max(len(pairs[i].chosen), 1) for i in ids], dtype=torch.float32, device=device)
 
     def _batch(self, pairs: list[EncodedPair], forward: list[list[int]]) -> dict:
         return stack_rows([collate_pairs([pairs[i] for i in row], self.window) for row in forward])
@@ -123,7 +134,8 @@ class DPO:
                 with acc.autocast():
                     policy = pair_logps(model, self._batch(self.items, forward), acc.device)
                 flat = [i for row in forward for i in row]
-                losses, stats = dpo_loss(policy.float(), self.reference[flat].to(acc.device), self.beta)
+                losses, stats = dpo_loss(policy.float(), self.reference[flat].to(acc.device), self.beta,
+                                         self.sft_weight, self._chosen_tokens(self.items, flat, acc.device))
                 acc.backward(losses.sum() * (0.0 if dummy else acc.num_processes / len(ids)))
                 if not dummy:
                     sums += stats.sum(0)
@@ -132,7 +144,9 @@ class DPO:
     @torch.no_grad()
     def evaluate(self, model, acc) -> dict:
         policy = self._logps(model, acc, self.valid.examples)
-        _losses, stats = dpo_loss(policy, self.valid_reference, self.beta)
+        pairs = self.valid.examples
+        _losses, stats = dpo_loss(policy, self.valid_reference, self.beta, self.sft_weight,
+                                  self._chosen_tokens(pairs, range(len(pairs)), "cpu"))
         return _metrics(stats.sum(0), len(stats), prefix="valid_")
 
 

@@ -32,6 +32,7 @@ def build_manifest(*, cfg, base_model, base_path, epochs, total_steps, train, va
     hp.update(epochs=epochs, learning_rate=cfg.lr(), lora_alpha=cfg.alpha() if cfg.weights == "lora" else None)
     if cfg.method != "dpo":
         hp.pop("beta")
+        hp.pop("sft_weight")
     return {
         "kind": "adapter" if cfg.weights == "lora" else "model",
         "base_model": base_model,
