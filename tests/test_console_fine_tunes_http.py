@@ -167,3 +167,25 @@ def test_another_projects_job_is_not_found_and_not_listed(console_store, acme):
                         headers=ORIGIN)
         assert r.status_code == 400 and "Could not find file" in error_of(r.text, "training_file")
     assert 'class="badge queued"' in acme.get(f"/fine-tunes/{job_id}").text
+
+
+def test_a_dpo_job_is_started_from_the_form_on_preference_pairs(console_store, acme):
+    pairs = [{"input": {"messages": r["messages"][:-1]}, "preferred_output": [r["messages"][-1]],
+              "non_preferred_output": [{"role": "assistant", "content": "no"}]} for r in toy_rows(4)]
+    content = "".join(json.dumps(p) + "\n" for p in pairs).encode()
+    prefs = acme.post("/v1/files", files={"file": ("prefs.jsonl", content)}, data={"purpose": "fine-tune"},
+                      headers={"authorization": f"Bearer {acme.key}"}).json()["id"]
+
+    r = start(acme, training_file=prefs)  # supervised on pairs: said next to the file, the choice kept
+    assert r.status_code == 400 and "train them with method" in error_of(r.text, "training_file")
+    r = start(acme, training_file=prefs, method="dpo", beta="5")
+    assert r.status_code == 422 and "less than or equal to 2" in error_of(r.text, "beta")
+    assert re.search(r'<option value="dpo" selected>', r.text) and value_of(r.text, "beta") == "5"
+
+    r = start(acme, training_file=prefs, method="dpo", beta="0.3", n_epochs="2")
+    assert r.status_code == 303
+    with console_store.db.session() as s:
+        spec = fine_tunes.KIND.spec(jobs.get(s, r.headers["location"].rsplit("/", 1)[1],
+                                             project_id=console_store.ids["acme"]))
+    assert (spec.method, spec.train_config["method"], spec.train_config["beta"]) == ("dpo", "dpo", 0.3)
+    assert spec.train_config["epochs"] == 2

@@ -33,10 +33,11 @@ EVENTS_PAGE = 50  # events a job's page shows (older ones a page at a time)
 CHECKPOINTS = 10  # a job keeps at most 10 (TrainConfig.keep_checkpoints)
 MAX_POINTS = 2000  # newest metrics events drawn (one a second at most: over half an hour of training)
 MAX_CHOICES = 200  # newest files, datasets and models offered in the form
-HYPER = ("n_epochs", "batch_size", "learning_rate_multiplier")
-FIELDS = ("model", "training_file", "validation_file", "suffix", "seed", *HYPER)
-BLANK = {"model": "", "training_file": "", "validation_file": "", "suffix": "", "seed": "",
+HYPER = ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")
+FIELDS = ("model", "training_file", "validation_file", "method", "suffix", "seed", *HYPER)
+BLANK = {"model": "", "training_file": "", "validation_file": "", "method": "supervised", "suffix": "", "seed": "",
          **dict.fromkeys(HYPER, "auto")}
+METHODS = (("supervised", "Supervised: learn the answers"), ("dpo", "DPO: prefer the preferred answer of each pair"))
 SOURCES = {"base": "base", "fine_tune": "fine-tuned", "merge": "merged"}
 
 
@@ -59,10 +60,11 @@ def create(request: Request, state: StateDep, user: Acting, model: Annotated[str
            training_file: Annotated[str, Form()] = "", validation_file: Annotated[str, Form()] = "",
            suffix: Annotated[str, Form()] = "", seed: Annotated[str, Form()] = "",
            n_epochs: Annotated[str, Form()] = "auto", batch_size: Annotated[str, Form()] = "auto",
-           learning_rate_multiplier: Annotated[str, Form()] = "auto"):
+           learning_rate_multiplier: Annotated[str, Form()] = "auto", method: Annotated[str, Form()] = "supervised",
+           beta: Annotated[str, Form()] = "auto"):
     values = {"model": model, "training_file": training_file, "validation_file": validation_file, "suffix": suffix,
               "seed": seed, "n_epochs": n_epochs, "batch_size": batch_size,
-              "learning_rate_multiplier": learning_rate_multiplier}
+              "learning_rate_multiplier": learning_rate_multiplier, "method": method, "beta": beta}
     try:
         body = to_request(values)
         with state.db.session() as s:
@@ -84,7 +86,13 @@ def to_request(values: dict[str, str]) -> FineTuningJobCreate:
 
     body = {"model": values["model"], "training_file": values["training_file"],
             "validation_file": values["validation_file"] or None, "suffix": values["suffix"].strip() or None,
-            "seed": values["seed"].strip() or None, "hyperparameters": {h: hyper(h) for h in HYPER}}
+            "seed": values["seed"].strip() or None}
+    if values.get("method") == "dpo":
+        body["method"] = {"type": "dpo", "dpo": {"hyperparameters": {h: hyper(h) for h in HYPER}}}
+    else:  # (a method the form does not offer is refused by the request model, against the method field)
+        body["hyperparameters"] = {h: hyper(h) for h in HYPER if h != "beta"}
+        if values.get("method", "supervised") != "supervised":
+            body["method"] = {"type": values["method"]}
     try:
         return FineTuningJobCreate.model_validate(body)
     except ValidationError as exc:
@@ -96,7 +104,7 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
     errors: dict[str, str] = {}
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        name = loc[1] if loc[0] == "hyperparameters" and len(loc) > 1 else loc[0]
+        name = loc[loc.index("hyperparameters") + 1] if "hyperparameters" in loc[:-1] else loc[0]
         if name in HYPER and err["type"] == "literal_error":
             continue  # the `auto` side of `auto | number`: the number's error says more
         message = err["msg"]
@@ -145,10 +153,11 @@ def _choices(s: Session, project_id: str, values: dict[str, str]) -> dict[str, l
     file_opts = [(f.id, f"File {f.filename} ({f.id})") for f in uploads]
 
     def dataset_opts(split: str) -> list[tuple[str, str]]:
-        return [(d.id, f"Dataset {d.name}: {d.counts.get(split, 0)} {split} rows ({d.id})") for d in sets
+        return [(d.id, f"{_kind(d)} {d.name}: {d.counts.get(split, 0)} {split} rows ({d.id})") for d in sets
                 if d.counts.get(split, 0)]
 
     options = {
+        "method_options": list(METHODS),
         "model_options": [("", "Choose a base model…"), *bases],
         "training_options": [("", "Choose a dataset or a file…"), *dataset_opts("train"), *file_opts],
         "validation_options": [("", "None"), *dataset_opts("test"), *file_opts],
@@ -158,6 +167,10 @@ def _choices(s: Session, project_id: str, values: dict[str, str]) -> dict[str, l
         if values[field] and values[field] not in {v for v, _ in options[key]}:
             options[key].append((values[field], f"{values[field]} (not found)"))
     return options
+
+
+def _kind(ds) -> str:
+    return "Preference dataset" if getattr(ds, "kind", "chat") == "preference" else "Dataset"
 
 
 # --- one job
