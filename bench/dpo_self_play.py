@@ -77,7 +77,8 @@ def self_play(args, adapter: Path, out: Path) -> dict:
 
 
 def dpo(args, adapter: Path, pairs_file: str, out: Path) -> tuple[Path, float, dict]:
-    folder = out / f"dpo-b{args.beta}-lr{args.dpo_lr}-e{args.dpo_epochs}-sft{args.sft_weight}"
+    folder = out / (f"dpo-k{args.k}-t{args.temperature}-b{args.beta}-lr{args.dpo_lr}-e{args.dpo_epochs}"
+                    f"-sft{args.sft_weight}")
     seconds = 0.0
     if not (folder / "manifest.json").exists():
         seconds = tuneforge("train", "--model", str(adapter), "--data", pairs_file, "--out", str(folder), "--method",
