@@ -1,0 +1,128 @@
+"""The stage processes of bench/gpu_check.py: what imports torch, transformers, TRL and the project.
+
+Each entry prints one `RESULT {json}` line for the orchestrator (which owns the timeouts and the output).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import resource
+import shutil
+import time
+from pathlib import Path
+
+from gpu_check import SHAPES, TOKENIZER_FILES, TRAIN_TOKENS
+from train_throughput import make_data
+
+RANK, BATCH, LR, SEED = 16, 8, 1e-3, 0  # bench/train_throughput.py's settings
+
+
+def run_worker(argv: list[str], work: Path, device: str) -> None:
+    kind, *rest = argv
+    result = {"env": env, "model": make_model, "train": train}[kind](work, device, *rest)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def env(work: Path, device: str) -> dict:
+    """Versions, the GPU, and which fused attention kernels could be used."""
+    import accelerate
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "transformers": transformers.__version__, "peft": peft.__version__, "trl": trl.__version__,
+           "accelerate": accelerate.__version__,
+           **{name: importlib.util.find_spec(name) is not None for name in ("flash_attn", "kernels", "liger_kernel")}}
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda, but torch sees no CUDA device (use --device cpu to check the script)")
+        props = torch.cuda.get_device_properties(0)
+        out.update(gpu=props.name, gpu_gb=round(props.total_memory / 2**30, 1), bf16=torch.cuda.is_bf16_supported())
+    return out
+
+
+def make_model(work: Path, device: str, shape: str, tokenizer: str) -> dict:
+    """A random-init model of `shape` with SmolLM2's tokenizer, and the training rows for it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tuneforge.models.loading import load_tokenizer
+
+    t0 = time.perf_counter()
+    src, out = Path(tokenizer), work / "models" / shape
+    out.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    cfg = {**json.loads((src / "config.json").read_text()), **SHAPES[shape], "dtype": str(dtype).split(".")[1]}
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    torch.manual_seed(SEED)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(out), dtype=dtype)
+    params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(out)
+    del model
+    made = time.perf_counter() - t0
+    data = work / "data" / shape
+    data.mkdir(parents=True, exist_ok=True)
+    _, _, tokens = make_data(load_tokenizer(str(out)), TRAIN_TOKENS[shape], data)
+    (data / "tokens.json").write_text(json.dumps(tokens))
+    return {"shape": shape, "params": params, "dtype": cfg["dtype"], "made_s": round(made, 1), "train_tokens": tokens}
+
+
+def train(work: Path, device: str, side: str, shape: str) -> dict:
+    """One side of the training comparison on the rows `make_model` wrote: time, peak memory, settings."""
+    import torch
+
+    model, data = str(work / "models" / shape), work / "data" / shape
+    tokens = json.loads((data / "tokens.json").read_text())
+    run = _ours if side == "ours" else _trl
+    result = run(model, data / "train.jsonl", work / "runs" / shape / side, device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        peak, memory = torch.cuda.max_memory_allocated() / 2**30, "gpu"
+    else:
+        peak, memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "rss"
+    return {**result, "tokens": tokens, "peak_gb": round(peak, 2), "memory": memory}
+
+
+def _ours(model: str, data: Path, out: Path, device: str) -> dict:
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.trainer import train
+
+    cfg = TrainConfig(model=model, data=data, out=out, epochs=1, learning_rate=LR, batch_size=BATCH, lora_rank=RANK,
+                      seed=SEED, checkpoint_every=10_000)
+    result = train(cfg)
+    return {"train_seconds": result.metrics["elapsed_s"], "steps": result.steps,
+            "loss": result.metrics.get("train_loss"), "settings": {"pack_tokens": cfg.pack_tokens}}
+
+
+def _trl(model: str, data: Path, out: Path, device: str) -> dict:
+    """TRL's SFTTrainer with its defaults (bf16 autocast on a GPU, padded batches, gradient checkpointing)."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    cpu = {"use_cpu": True, "bf16": False} if device == "cpu" else {}
+    args = SFTConfig(output_dir=str(out), per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=LR,
+                     lr_scheduler_type="cosine", warmup_steps=0.05, seed=SEED, report_to="none", save_strategy="no",
+                     logging_steps=5, **cpu)
+    lora = LoraConfig(r=RANK, lora_alpha=2 * RANK, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, peft_config=lora,
+                         train_dataset=load_dataset("json", data_files=str(data), split="train"))
+    t0 = time.perf_counter()
+    trainer.train()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    settings = {k: getattr(args, k) for k in ("bf16", "gradient_checkpointing", "packing", "padding_free")}
+    losses = [x["loss"] for x in trainer.state.log_history if "loss" in x]
+    return {"train_seconds": time.perf_counter() - t0, "steps": trainer.state.global_step,
+            "loss": losses[-1] if losses else None,
+            "settings": {**settings, "model_dtype": str(trainer.model.dtype).split(".")[1]}}
+
