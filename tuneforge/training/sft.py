@@ -2,7 +2,8 @@
 
 Logits are computed only where the loss counts: transformers' boolean `logits_to_keep` skips the vocabulary
 projection for every prompt token, which is most of the tokens in typical task data. A step's loss is the mean
-over all its assistant tokens whatever the packing and the number of processes (see `_step`).
+over all its assistant tokens whatever the packing and the number of processes (see `_step`). On CUDA, plain
+packed rows carry their examples' boundaries and attend through one fused varlen kernel (varlen.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.render import IGNORE, Encoded
-from tuneforge.training import plan
+from tuneforge.training import plan, varlen
 from tuneforge.training.config import TrainConfig
 from tuneforge.training.examples import data_limits, load_examples
 
@@ -25,7 +26,7 @@ def loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     keep[:, :-1] = labels[:, 1:] != IGNORE
     out = model(
         input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch.get("attention_mask"),
-        logits_to_keep=keep, use_cache=False,
+        logits_to_keep=keep, use_cache=False, **{k: batch[k] for k in varlen.KEYS if k in batch},
     )
     logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
     return F.cross_entropy(logits, labels[:, 1:][keep[:, :-1]], reduction="sum")
@@ -51,6 +52,9 @@ class SFT:
         # where rows stay within the window.
         window = getattr(getattr(model.config, "text_config", model.config), "sliding_window", None)
         self.share_prefix = not window or self.capacity <= window
+        self.varlen = varlen.applies(model, device)
+        if self.varlen:
+            varlen.use(model)
 
     def prepare(self, model, acc, state: dict | None) -> None:
         """Nothing to compute before the first step."""
@@ -60,6 +64,8 @@ class SFT:
 
     def step(self, model, acc, ids: list[int]) -> dict:
         rows = plan.build_rows([self.items[i] for i in ids], self.capacity, self.share_prefix)
+        if self.varlen:
+            rows = [varlen.with_boundaries(row) for row in rows]
         return {"train_loss": round(_step(model, acc, rows, plan.step_trained_tokens(ids, self.items)), 5)}
 
     def evaluate(self, model, acc) -> dict:
@@ -79,7 +85,7 @@ def _step(model, acc, rows: list[dict[str, torch.Tensor]], n_loss: int) -> float
     for j, row in enumerate(mine):
         sync = j == len(mine) - 1
         with contextlib.nullcontext() if sync else acc.no_sync(model):
-            batch = {k: v.to(acc.device) for k, v in row.items()}
+            batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in row.items()}
             with acc.autocast():
                 s = loss_sum(model, batch)
             scale = 0.0 if dummy else acc.num_processes / max(n_loss, 1)

@@ -1,0 +1,133 @@
+"""Varlen attention (training/varlen.py, the CUDA path for packed rows) computes today's losses and gradients.
+
+On this CPU the varlen function runs its per-example SDPA loop, so these tests check everything around the CUDA
+kernel: the boundaries, the kwargs through PEFT to every attention layer, grouped-query heads, the fallback to
+SDPA, the training loop's use of it, and how the kernel is called for each torch signature.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import toy_rows, write_jsonl
+
+from tuneforge.data.render import IGNORE, Encoded
+from tuneforge.training import plan, varlen
+from tuneforge.training.sft import loss_sum
+
+
+def _lora_model(tiny_model):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa")
+    # random B (not PEFT's zeros): every LoRA weight gets a gradient worth comparing
+    return get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+
+
+def _examples(seed: int, sizes) -> list[Encoded]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for prompt, answer in sizes:
+        ids = torch.randint(0, 1000, (prompt + answer,), generator=g).tolist()
+        out.append(Encoded(ids, [IGNORE] * prompt + ids[prompt:]))
+    return out
+
+
+def _loss_and_grads(model, rows) -> tuple[float, dict[str, torch.Tensor]]:
+    model.zero_grad()
+    total = sum(loss_sum(model, row) for row in rows)
+    total.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(total.detach()), grads
+
+
+def test_varlen_rows_give_the_same_loss_and_gradients(tiny_model):
+    model = _lora_model(tiny_model)
+    examples = _examples(0, [(9, 4), (20, 11), (3, 5), (14, 2), (30, 8)])
+    rows = plan.build_rows(examples, capacity=64)
+    assert len(rows) > 1 and all("attention_mask" not in r for r in rows)
+    reference = _loss_and_grads(model, rows)
+    varlen.use(model)
+    assert model.get_base_model().config._attn_implementation == varlen.NAME
+    boundaried = [varlen.with_boundaries(r) for r in rows]
+    assert [len(r["cu_seq_lens_q"]) - 1 for r in boundaried] == [len(r) for r in plan.pack(
+        list(range(5)), [len(e.input_ids) for e in examples], 64)]
+    loss, grads = _loss_and_grads(model, boundaried)
+    assert abs(loss - reference[0]) < 1e-5 * reference[0]
+    assert grads.keys() == reference[1].keys() and len(grads) == 4 * 7 * 2  # every LoRA A and B
+    worst = max(float((g - reference[1][n]).norm() / reference[1][n].norm()) for n, g in grads.items())
+    assert worst < 1e-4  # fp32 sums in another order (about 1e-5 here); a wrong mask moves them by O(1)
+    # the boundaries are what isolates the examples: one boundary for the whole row changes the loss
+    glued = {**boundaried[0], "cu_seq_lens_q": boundaried[0]["cu_seq_lens_q"][[0, -1]]}
+    glued["cu_seq_lens_k"] = glued["cu_seq_lens_q"]
+    with torch.no_grad():
+        assert abs(float(loss_sum(model, glued)) - float(loss_sum(model, rows[0]))) > 1e-3
+
+
+def test_without_boundaries_it_is_sdpa_masks_included(tiny_model):
+    model = _lora_model(tiny_model)
+    system = list(range(100, 140))
+    examples = [Encoded(system + e.input_ids, [IGNORE] * 40 + e.labels) for e in _examples(1, [(5, 4), (8, 3)])]
+    shared = plan.build_rows(examples, capacity=512)[0]
+    plain = plan.collate(examples)  # an evaluation row: packed, no boundaries
+    assert "attention_mask" in shared
+    with torch.no_grad():
+        before = [float(loss_sum(model, r)) for r in (shared, plain)]
+        varlen.use(model)
+        after = [float(loss_sum(model, r)) for r in (shared, plain)]
+    assert after == pytest.approx(before, rel=1e-6)
+
+
+def test_the_kernel_is_called_as_each_torch_version_takes_it():
+    calls = []
+
+    def new(q, k, v, cu_q, cu_k, max_q, max_k, *, return_aux=None, scale=None, window_size=(-1, -1),
+            enable_gqa=False):
+        calls.append({"heads": k.shape[1], "window_size": window_size, "enable_gqa": enable_gqa, "scale": scale})
+        return varlen.per_example_attention(q, k, v, cu_q, scale)
+
+    def old(q, k, v, cu_q, cu_k, max_q, max_k, is_causal=False, return_aux=None):
+        calls.append({"heads": k.shape[1], "is_causal": is_causal})
+        return varlen.per_example_attention(q, k, v, cu_q, None)
+
+    g = torch.Generator().manual_seed(2)
+    q, k, v = torch.randn(12, 4, 8, generator=g), torch.randn(12, 2, 8, generator=g), torch.randn(12, 2, 8, generator=g)
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    expected = varlen.per_example_attention(q, k, v, cu, 8**-0.5)
+    for kernel in (new, old):
+        assert torch.allclose(varlen.fused_attention(kernel, q, k, v, cu, cu, 7, 7, 8**-0.5), expected, atol=1e-6)
+    assert calls == [{"heads": 2, "window_size": (-1, 0), "enable_gqa": True, "scale": 8**-0.5},
+                     {"heads": 4, "is_causal": True}]  # no GQA in the old signature: heads repeated first
+    # a scale the old signature cannot take: the per-example path instead of a wrong kernel call
+    assert torch.allclose(varlen.fused_attention(old, q, k, v, cu, cu, 7, 7, 0.5),
+                          varlen.per_example_attention(q, k, v, cu, 0.5), atol=1e-6)
+    assert len(calls) == 2
+
+
+def test_training_with_varlen_matches_training_without(tiny_model, tmp_path, monkeypatch):
+    """The whole loop (rows, boundaries moved to the device, kwargs) with varlen forced on (on this CPU it runs
+    the per-example path): the same losses, step by step. CPU training itself never chooses it."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.trainer import train
+
+    assert not varlen.applies(AutoModelForCausalLM.from_pretrained(tiny_model), "cpu")
+    data = write_jsonl(tmp_path / "train.jsonl", toy_rows(8))
+
+    def run(name: str) -> list[float]:
+        cfg = TrainConfig(model=str(tiny_model), data=data, out=tmp_path / name, epochs=1, batch_size=4,
+                          pack_tokens=96, learning_rate=5e-3, seed=0)
+        train(cfg)
+        return [json.loads(line)["train_loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    reference = run("sdpa")
+    used = []
+    monkeypatch.setattr(varlen, "applies", lambda model, device: True)
+    monkeypatch.setattr(varlen, "with_boundaries", lambda row, f=varlen.with_boundaries: used.append(1) or f(row))
+    assert run("varlen") == pytest.approx(reference, rel=1e-5)
+    assert used  # the rows did go through it
