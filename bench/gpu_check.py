@@ -10,8 +10,10 @@ line per result on stdout (progress on stderr).
     python3 bench/gpu_check.py --wheels .cache/gpu/wheels --tokenizer .cache/gpu/tok     # on the GPU machine
     .venv/bin/python bench/gpu_check.py --device cpu --shapes tiny                       # the check of the check
 
-Stages, in order (`--only` picks some): env, models, cli, train:<shape> (tuneforge's trainer, then TRL's
-SFTTrainer with its defaults, each in its own process), serve (bench/serve_throughput.py). The training
+Stages, in order (`--only` picks some): env, models, equal (packed rows' loss and gradients through
+training/varlen.py, the fused varlen kernel on CUDA, vs the masked SDPA path, and the time of each), cli,
+train:<shape> (tuneforge's trainer, then TRL's SFTTrainer with its defaults, each in its own process), serve
+(bench/serve_throughput.py). The training
 comparison uses bench/train_throughput.py's rows and settings: LoRA r16 all-linear, batch 8, lr 1e-3, one epoch.
 At each shape on CUDA, `peak_fraction` = 4 x params x tokens/s / the GPU's dense bf16 peak (LoRA's forward and
 backward cost about 4 FLOP per parameter per token; the frozen weights get no gradient).
@@ -47,11 +49,11 @@ SHAPES = {
 }
 SHAPE_SETS = {"real": ["smol135", "smol1b7", "mistral7b"], "tiny": ["tiny"]}
 # The order stages run in: what the issue must show first (1.7B and 7B against TRL, the serving bench).
-PLAN = {"real": ["env", "models", "cli", "train:smol1b7", "train:mistral7b", "serve", "train:smol135"],
-        "tiny": ["env", "models", "cli", "train:tiny", "serve"]}
+PLAN = {"real": ["env", "models", "equal", "cli", "train:smol1b7", "train:mistral7b", "serve", "train:smol135"],
+        "tiny": ["env", "models", "equal", "cli", "train:tiny", "serve"]}
 TRAIN_TOKENS = {"tiny": 1_500, "smol135": 60_000, "smol1b7": 60_000, "mistral7b": 40_000}
 # Seconds per stage (each is also cut to what is left of --budget).
-TIMEOUTS = {"env": 60, "wheels": 120, "models": 150, "cli": 150, "train:tiny": 120, "train:smol135": 150,
+TIMEOUTS = {"env": 60, "equal": 90, "wheels": 120, "models": 150, "cli": 150, "train:tiny": 120, "train:smol135": 150,
             "train:smol1b7": 180, "train:mistral7b": 240, "serve": 240}
 # Dense (no sparsity) bf16 tensor TFLOP/s by part of the GPU's name, from NVIDIA's data sheets; the first match
 # counts (the SXM parts last). The JSON line says which figure it used; --peak-tflops overrides it.
@@ -156,6 +158,13 @@ def stage_models(check: Check, shapes: list[str]) -> None:
         cache.symlink_to(check.work / "models" / small)
 
 
+def stage_equal(check: Check, shape: str) -> None:
+    """training/varlen.py against the masked SDPA path on the device: losses, gradients, time of one 4k row."""
+    result = check.worker("equal", "equal", shape)
+    if result:
+        emit({"name": "varlen_equal", "ok": True, **result})
+
+
 def stage_cli(check: Check, shape: str) -> None:
     """`tuneforge train` then `tuneforge generate` on the device, as a user runs them."""
     model, out = check.work / "models" / shape, check.work / "cli-train"
@@ -235,7 +244,7 @@ def main() -> None:
     parser.add_argument("--wheels", type=Path, help="a folder of wheels to install first (scripts/gpu-wheels)")
     parser.add_argument("--tokenizer", default="", help="SmolLM2's tokenizer folder (default: the model cache's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tuneforge-gpu-check"))
-    parser.add_argument("--only", default="", help="comma-separated stages: env,models,cli,train,serve")
+    parser.add_argument("--only", default="", help="comma-separated stages: env,models,equal,cli,train,serve")
     parser.add_argument("--budget", type=float, default=560, help="seconds for all stages together")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak (default: known GPUs)")
     parser.add_argument("--tail", type=int, default=2000, help="characters of a failed stage's output to show")
@@ -246,7 +255,7 @@ def main() -> None:
 
         return run_worker(args.worker, args.work, args.device)
     args.tokenizer = args.tokenizer or default_tokenizer()
-    only = set(filter(None, args.only.split(","))) or {"env", "models", "cli", "train", "serve"}
+    only = set(filter(None, args.only.split(","))) or {"env", "models", "equal", "cli", "train", "serve"}
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     check = Check(args)
@@ -258,6 +267,8 @@ def main() -> None:
             stage_env(check)
         elif kind == "models" and only - {"env"}:  # every other stage needs the models
             stage_models(check, SHAPE_SETS[args.shapes])
+        elif kind == "equal" and "equal" in only:
+            stage_equal(check, "tiny" if args.shapes == "tiny" else "smol135")
         elif kind == "cli" and "cli" in only:
             stage_cli(check, "tiny" if args.shapes == "tiny" else "smol135")
         elif kind == "train" and "train" in only:
