@@ -68,18 +68,28 @@ def test_varlen_rows_give_the_same_loss_and_gradients(tiny_model):
         assert abs(float(loss_sum(model, glued)) - float(loss_sum(model, rows[0]))) > 1e-3
 
 
-def test_without_boundaries_it_is_sdpa_masks_included(tiny_model):
+def test_shared_prefix_rows_through_varlen_equal_the_masked_path(tiny_model):
     model = _lora_model(tiny_model)
     system = list(range(100, 140))
-    examples = [Encoded(system + e.input_ids, [IGNORE] * 40 + e.labels) for e in _examples(1, [(5, 4), (8, 3)])]
-    shared = plan.build_rows(examples, capacity=512)[0]
-    plain = plan.collate(examples)  # an evaluation row: packed, no boundaries
-    assert "attention_mask" in shared
+    examples = [Encoded(system + e.input_ids, [IGNORE] * 40 + e.labels)
+                for e in _examples(3, [(5, 4), (12, 3), (2, 6), (9, 9), (7, 1)])]
+    rows = plan.build_rows(examples, capacity=96)
+    assert len(rows) > 1 and all(r.get("prefix_length") == 40 for r in rows)
+    reference = _loss_and_grads(model, rows)
     with torch.no_grad():
-        before = [float(loss_sum(model, r)) for r in (shared, plain)]
-        varlen.use(model)
-        after = [float(loss_sum(model, r)) for r in (shared, plain)]
-    assert after == pytest.approx(before, rel=1e-6)
+        sdpa = [float(loss_sum(model, r)) for r in (rows[0], plan.collate(examples))]
+    varlen.use(model)
+    with torch.no_grad():  # without boundaries (evaluation rows; the mask as it was): SDPA's result, mask included
+        assert [float(loss_sum(model, r)) for r in (rows[0], plan.collate(examples))] == pytest.approx(sdpa, rel=1e-6)
+    boundaried = [varlen.with_boundaries(r) for r in rows]
+    first = boundaried[0]
+    q_lens, k_lens = first["cu_seq_lens_q"].diff().tolist(), first["cu_seq_lens_k"].diff().tolist()
+    assert q_lens[0] == k_lens[0] > 40 and all(k == q + 40 for q, k in zip(q_lens[1:], k_lens[1:]))
+    assert first["tuneforge_kv_index"][:40].tolist() == list(range(40))
+    loss, grads = _loss_and_grads(model, boundaried)
+    assert abs(loss - reference[0]) < 1e-5 * reference[0]
+    worst = max(float((g - reference[1][n]).norm() / reference[1][n].norm()) for n, g in grads.items())
+    assert len(grads) == 4 * 7 * 2 and worst < 1e-4
 
 
 def test_the_kernel_is_called_as_each_torch_version_takes_it():
@@ -88,23 +98,23 @@ def test_the_kernel_is_called_as_each_torch_version_takes_it():
     def new(q, k, v, cu_q, cu_k, max_q, max_k, *, return_aux=None, scale=None, window_size=(-1, -1),
             enable_gqa=False):
         calls.append({"heads": k.shape[1], "window_size": window_size, "enable_gqa": enable_gqa, "scale": scale})
-        return varlen.per_example_attention(q, k, v, cu_q, scale)
+        return varlen.per_example_attention(q, k, v, cu_q, cu_k, scale)
 
     def old(q, k, v, cu_q, cu_k, max_q, max_k, is_causal=False, return_aux=None):
         calls.append({"heads": k.shape[1], "is_causal": is_causal})
-        return varlen.per_example_attention(q, k, v, cu_q, None)
+        return varlen.per_example_attention(q, k, v, cu_q, cu_k, None)
 
     g = torch.Generator().manual_seed(2)
     q, k, v = torch.randn(12, 4, 8, generator=g), torch.randn(12, 2, 8, generator=g), torch.randn(12, 2, 8, generator=g)
     cu = torch.tensor([0, 5, 12], dtype=torch.int32)
-    expected = varlen.per_example_attention(q, k, v, cu, 8**-0.5)
+    expected = varlen.per_example_attention(q, k, v, cu, cu, 8**-0.5)
     for kernel in (new, old):
         assert torch.allclose(varlen.fused_attention(kernel, q, k, v, cu, cu, 7, 7, 8**-0.5), expected, atol=1e-6)
     assert calls == [{"heads": 2, "window_size": (-1, 0), "enable_gqa": True, "scale": 8**-0.5},
                      {"heads": 4, "is_causal": True}]  # no GQA in the old signature: heads repeated first
     # a scale the old signature cannot take: the per-example path instead of a wrong kernel call
     assert torch.allclose(varlen.fused_attention(old, q, k, v, cu, cu, 7, 7, 0.5),
-                          varlen.per_example_attention(q, k, v, cu, 0.5), atol=1e-6)
+                          varlen.per_example_attention(q, k, v, cu, cu, 0.5), atol=1e-6)
     assert len(calls) == 2
 
 

@@ -126,6 +126,7 @@ def collate_shared(p: int, examples: list[Encoded]) -> dict[str, torch.Tensor]:
         "position_ids": torch.tensor([pos]),
         "labels": torch.tensor([labels]),
         "attention_mask": mask[None, None],
+        "prefix_length": p,  # what varlen attention needs instead of the mask (training/varlen.py)
     }
 
 

@@ -6,8 +6,11 @@ of grouped-query models. Here a plain packed row also carries where each example
 computed on the CPU when the row is made) and the model's attention function is ours (`NAME`): given those
 boundaries it attends within each example only, on CUDA through PyTorch's own FlashAttention varlen kernel
 (`torch.nn.attention.varlen.varlen_attn`: no extra package), elsewhere through one causal SDPA call per example
-(the same result; what the CPU test compares with the reference path). A call without boundaries (evaluation
-rows, shared-prefix rows' 4-D masks, generation) is exactly SDPA's, its mask built as for SDPA.
+(the same result; what the CPU test compares with the reference path). A shared-prefix row (plan.collate_shared)
+goes the same way without its 4-D mask: the prefix is the first example's start, and each later example reads
+the prefix's keys and values (gathered per layer, not recomputed) before its own, causal aligned at the end:
+the mask's pattern. A call without boundaries (evaluation rows, other masks, generation) is exactly SDPA's, its
+mask built as for SDPA.
 
 `applies` decides by device: CUDA with that kernel, and a model without sliding windows whose attention goes
 through transformers' AttentionInterface. CPU training is unchanged. Not yet run on a GPU: bench/gpu_check.py's
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 NAME = "tuneforge_varlen"
-KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "tuneforge_kv_index")
 
 
 def _kernel():
@@ -65,32 +68,51 @@ def _base(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def with_boundaries(row: dict[str, torch.Tensor]) -> dict:
-    """A plain packed row (position ids restarting at 0 for each example, no mask) with its examples' boundaries;
-    any other row as it is."""
-    if "attention_mask" in row or row["position_ids"].shape[0] != 1:
+def with_boundaries(row: dict) -> dict:
+    """A packed row with its examples' boundaries: where each example's queries and keys start and end (and, for a
+    shared-prefix row, which keys each example reads: the prefix's, then its own). Rows with any other mask are
+    returned as they are (they stay on SDPA)."""
+    if row["position_ids"].shape[0] != 1 or ("attention_mask" in row and "prefix_length" not in row):
         return row
-    pos = row["position_ids"][0]
-    starts = torch.nonzero(pos == 0).flatten().tolist()
-    lengths = [b - a for a, b in zip(starts, [*starts[1:], len(pos)])]
-    cu = torch.tensor([0, *accumulate(lengths)], dtype=torch.int32)
-    return {**row, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": max(lengths), "max_length_k": max(lengths)}
+    p, pos = row.get("prefix_length", 0), row["position_ids"][0]
+    starts = [0, *(torch.nonzero(pos[1:] != pos[:-1] + 1).flatten() + 1).tolist()]
+    ends = [*starts[1:], len(pos)]
+    if pos[0] != 0 or any(pos[a] != p for a in starts[1:]):
+        return row  # not the layout plan.collate / plan.collate_shared make
+    q_lens = [b - a for a, b in zip(starts, ends)]
+    k_lens = [q_lens[0], *(p + n for n in q_lens[1:])]  # the first segment holds the prefix itself
+    out = {**row, "cu_seq_lens_q": _cumulative(q_lens), "cu_seq_lens_k": _cumulative(k_lens),
+           "max_length_q": max(q_lens), "max_length_k": max(k_lens)}
+    if p and len(starts) > 1:
+        prefix = torch.arange(p)
+        out["tuneforge_kv_index"] = torch.cat([torch.arange(ends[0]), *(torch.cat([prefix, torch.arange(a, b)])
+                                                                        for a, b in zip(starts[1:], ends[1:]))])
+    return out
+
+
+def _cumulative(lengths: list[int]) -> torch.Tensor:
+    return torch.tensor([0, *accumulate(lengths)], dtype=torch.int32)
 
 
 def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-              cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None, **kwargs):
-    """transformers' attention interface: query [1, H, T, D], key/value [1, Hkv, T, D] -> ([1, T, H, D], None)."""
+              cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None, tuneforge_kv_index=None,
+              **kwargs):
+    """transformers' attention interface: query [1, H, T, D], key/value [1, Hkv, T, D] -> ([1, T, H, D], None).
+    With boundaries, each example's queries attend causally (aligned at the end) to its keys: its own tokens, after
+    the shared prefix's where `tuneforge_kv_index` gathers them; without, SDPA."""
     if cu_seq_lens_q is None or dropout or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, D]
+    if tuneforge_kv_index is not None:
+        k, v = k.index_select(0, tuneforge_kv_index), v.index_select(0, tuneforge_kv_index)
     fused = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _kernel() is not None
     if fused:
         out = fused_attention(_kernel(), q, k, v, cu_seq_lens_q, cu_seq_lens_k, max_length_q, max_length_k, scaling)
     else:
-        out = per_example_attention(q, k, v, cu_seq_lens_q, scaling)
+        out = per_example_attention(q, k, v, cu_seq_lens_q, cu_seq_lens_k, scaling)
     return out.unsqueeze(0), None
 
 
@@ -103,7 +125,7 @@ def fused_attention(kernel, q, k, v, cu_q, cu_k, max_q: int, max_k: int, scale: 
     if scale is not None and "scale" in params:
         kw["scale"] = scale
     elif scale is not None and abs(scale - q.shape[-1] ** -0.5) > 1e-12:
-        return per_example_attention(q, k, v, cu_q, scale)  # this kernel only knows the default scale
+        return per_example_attention(q, k, v, cu_q, cu_k, scale)  # this kernel only knows the default scale
     if k.shape[1] != q.shape[1]:
         if "enable_gqa" in params:
             kw["enable_gqa"] = True
@@ -113,13 +135,16 @@ def fused_attention(kernel, q, k, v, cu_q, cu_k, max_q: int, max_k: int, scale: 
     return kernel(q, k, v, cu_q, cu_k, int(max_q), int(max_k), **kw)
 
 
-def per_example_attention(q, k, v, cu, scale: float | None) -> torch.Tensor:
-    """The same as the fused kernel, one causal SDPA call per example ([T, heads, D] in and out)."""
+def per_example_attention(q, k, v, cu_q, cu_k, scale: float | None) -> torch.Tensor:
+    """The same as the fused kernel, one SDPA call per example ([T, heads, D] in and out); causal aligned at the
+    end when an example reads more keys than it has queries (the prefix's), as FlashAttention aligns it."""
     gqa = k.shape[1] != q.shape[1]
     outs = []
-    bounds = cu.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        qs, ks, vs = (x[a:b].transpose(0, 1) for x in (q, k, v))
-        outs.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, enable_gqa=gqa)
-                    .transpose(0, 1))
+    qb, kb = cu_q.tolist(), cu_k.tolist()
+    for q0, q1, k0, k1 in zip(qb[:-1], qb[1:], kb[:-1], kb[1:]):
+        lq, lk = q1 - q0, k1 - k0
+        mask = None if lq == lk else torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
+        qs, ks, vs = q[q0:q1].transpose(0, 1), k[k0:k1].transpose(0, 1), v[k0:k1].transpose(0, 1)
+        outs.append(F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, is_causal=mask is None, scale=scale,
+                                                   enable_gqa=gqa).transpose(0, 1))
     return torch.cat(outs)
