@@ -11,7 +11,8 @@ line per result on stdout (progress on stderr).
     .venv/bin/python bench/gpu_check.py --device cpu --shapes tiny                       # the check of the check
 
 Stages, in order (`--only` picks some): env, models, equal (packed rows' loss and gradients through
-training/varlen.py, the fused varlen kernel on CUDA, vs the masked SDPA path, and the time of each), cli,
+training/varlen.py, the fused varlen kernel on CUDA, vs the masked SDPA path, plain and shared-prefix rows, and
+the time of each), cli,
 train:<shape> (tuneforge's trainer, then TRL's SFTTrainer with its defaults, each in its own process), serve
 (bench/serve_throughput.py). The training
 comparison uses bench/train_throughput.py's rows and settings: LoRA r16 all-linear, batch 8, lr 1e-3, one epoch.

@@ -93,50 +93,63 @@ def train(work: Path, device: str, side: str, shape: str) -> dict:
 
 def equal(work: Path, device: str, shape: str) -> dict:
     """Packed rows' loss and LoRA gradients through training/varlen.py (the fused kernel on CUDA) vs the masked
-    SDPA path, on a model of `shape`, in the dtype training uses there; and each path's time (one ~4k row on CUDA)."""
+    SDPA path, plain rows and shared-prefix rows, on a model of `shape` in the dtype training uses there; and
+    each path's forward+backward time (rows of ~4k tokens on CUDA)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from tuneforge.data.render import IGNORE, Encoded
     from tuneforge.models.loading import compute_dtype, load_model
     from tuneforge.training import plan, varlen
-    from tuneforge.training.sft import loss_sum
 
     torch.manual_seed(SEED)
-    model = load_model(str(work / "models" / shape), dtype=compute_dtype(device), device=device)
+    dtype = compute_dtype(device)
+    model = load_model(str(work / "models" / shape), dtype=dtype, device=device)
     model = get_peft_model(model, LoraConfig(r=RANK, target_modules="all-linear", init_lora_weights=False))
     g = torch.Generator().manual_seed(SEED)
-    examples = []
-    count, longest = (14, 600) if device == "cuda" else (4, 120)  # about 4k tokens there; a quick check here
+    count, longest, prefix = (14, 600, 256) if device == "cuda" else (4, 120, 40)  # a quick check on a CPU
+    plain = []
     for n in torch.randint(20, longest, (count,), generator=g).tolist():
         ids = torch.randint(0, 1000, (n,), generator=g).tolist()
-        examples.append(Encoded(ids, [IGNORE] * (n // 2) + ids[n // 2:]))
-    rows = plan.build_rows(examples, capacity=4096)
+        plain.append(Encoded(ids, [IGNORE] * (n // 2) + ids[n // 2:]))
+    system = torch.randint(0, 1000, (prefix,), generator=g).tolist()
+    shared = [Encoded(system + e.input_ids, [IGNORE] * prefix + e.labels) for e in plain]
+    out = {"shape": shape, "dtype": str(dtype).split(".")[1], "applies": varlen.applies(model, device)}
+    for kind, examples in (("plain", plain), ("shared_prefix", shared)):
+        rows = plan.build_rows(examples, capacity=4096)
+        model.get_base_model().set_attn_implementation("sdpa")
+        _fwd_bwd(model, rows, device)  # warm-up (kernels, allocator)
+        ref_loss, ref_grads, ref_s = _fwd_bwd(model, rows, device)
+        varlen.use(model)
+        rows = [varlen.with_boundaries(r) for r in rows]
+        _fwd_bwd(model, rows, device)
+        loss, grads, s = _fwd_bwd(model, rows, device)
+        worst = max(float((x - ref_grads[n]).norm() / ref_grads[n].norm().clamp_min(1e-30)) for n, x in grads.items())
+        out[kind] = {"rows": len(rows), "tokens": sum(r["input_ids"].shape[1] for r in rows),
+                     "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss), "grad_rel_diff_max": worst,
+                     "masked_fwd_bwd_s": round(ref_s, 4), "varlen_fwd_bwd_s": round(s, 4)}
+    return out
 
-    def run(batches) -> tuple[float, dict, float]:
-        model.zero_grad()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.autocast(device, dtype=compute_dtype(device), enabled=device == "cuda"):
-            total = sum(loss_sum(model, {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()})
-                        for b in batches)
-        total.backward()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        grads = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None}
-        return float(total), grads, time.perf_counter() - t0
 
-    run(rows)  # warm-up (kernels, allocator)
-    ref_loss, ref_grads, ref_s = run(rows)
-    varlen.use(model)
-    run([varlen.with_boundaries(r) for r in rows])
-    loss, grads, s = run([varlen.with_boundaries(r) for r in rows])
-    worst = max(float((g - ref_grads[n]).norm() / ref_grads[n].norm().clamp_min(1e-30)) for n, g in grads.items())
-    return {"shape": shape, "dtype": str(compute_dtype(device)).split(".")[1], "rows": len(rows),
-            "tokens": sum(len(e.input_ids) for e in examples), "applies": varlen.applies(model, device),
-            "loss_masked": ref_loss, "loss_varlen": loss, "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss),
-            "grad_rel_diff_max": worst, "masked_fwd_bwd_s": round(ref_s, 4), "varlen_fwd_bwd_s": round(s, 4)}
+def _fwd_bwd(model, rows, device: str) -> tuple[float, dict, float]:
+    """Summed loss, LoRA gradients and seconds of a forward and backward over `rows` (bf16 autocast on CUDA)."""
+    import torch
+
+    from tuneforge.models.loading import compute_dtype
+    from tuneforge.training.sft import loss_sum
+
+    model.zero_grad()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with torch.autocast(device, dtype=compute_dtype(device), enabled=device == "cuda"):
+        total = sum(loss_sum(model, {k: v.to(device) if torch.is_tensor(v) else v for k, v in row.items()})
+                    for row in rows)
+    total.backward()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    grads = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(total), grads, time.perf_counter() - t0
 
 
 def _ours(model: str, data: Path, out: Path, device: str) -> dict:
