@@ -111,10 +111,11 @@ def naive_app(base: str, adapters: dict[str, str]):
     from transformers import TextIteratorStreamer
 
     from tuneforge.data.render import encode_prompt
-    from tuneforge.models.loading import load_model, load_tokenizer, stop_token_ids
+    from tuneforge.models.loading import compute_dtype, default_device, load_model, load_tokenizer, stop_token_ids
 
     tokenizer = load_tokenizer(base)
-    model = load_model(base).eval()
+    device = default_device()  # the GPU where there is one, as the server uses it: a like-for-like baseline
+    model = load_model(base, dtype=compute_dtype(device), device=device).eval()
     names = list(adapters)
     peft = PeftModel.from_pretrained(model, adapters[names[0]], adapter_name=names[0])
     for name in names[1:]:
@@ -126,7 +127,7 @@ def naive_app(base: str, adapters: dict[str, str]):
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await request.json()
-        ids = torch.tensor([encode_prompt(tokenizer, body["messages"])])
+        ids = torch.tensor([encode_prompt(tokenizer, body["messages"])], device=device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         counted = {"n": 0}
 
