@@ -2,8 +2,9 @@
 
 Logits are computed only where the loss counts: transformers' boolean `logits_to_keep` skips the vocabulary
 projection for every prompt token, which is most of the tokens in typical task data. A step's loss is the mean
-over all its assistant tokens whatever the packing and the number of processes (see `_step`). On CUDA, plain
-packed rows carry their examples' boundaries and attend through one fused varlen kernel (varlen.py).
+over all its assistant tokens whatever the packing and the number of processes (see `_step`). On CUDA, packed
+rows (shared-prefix ones too) carry their examples' boundaries and attend through one fused varlen kernel per
+layer instead of SDPA with a row-sized mask (varlen.py).
 """
 
 from __future__ import annotations
