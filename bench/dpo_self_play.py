@@ -6,13 +6,15 @@ On the bundled email-extraction task (JSON answers), with SmolLM2-135M-Instruct:
    graded by `exact` against the row's answer; a right answer paired with a wrong one, or, where none is right,
    the row's own answer with the worst sample (`pairs_from_samples`);
 3. DPO from the SFT adapter on those pairs (`tuneforge train --method dpo`);
-4. both models on the held-out test split (`tuneforge evals run --grader exact --grader json`): exact match with
+4. with --control, the same SFT adapter trained on the pairs' preferred answers alone (plain SFT, same epochs and
+   batch, the SFT learning rate): what the pairs teach without their rejected side;
+5. the models on the held-out test split (`tuneforge evals run --grader exact --grader json`): exact match with
    its 95% interval per model, and the paired difference's interval (the same rows, so the paired interval is the
    one that says whether DPO helped).
 Baseline: the SFT model it started from. Stages are cached under --out, so a rerun with other DPO settings only
 trains and evaluates again. Last line: JSON.
 
-    .venv/bin/python bench/dpo_self_play.py [--out /tmp/tuneforge-dpo] [--beta 0.1] [--dpo-lr 1e-4]
+    .venv/bin/python bench/dpo_self_play.py [--out /tmp/tuneforge-dpo] [--beta 0.1] [--dpo-lr 1e-4] [--control]
 """
 
 from __future__ import annotations
@@ -78,24 +80,42 @@ def self_play(args, adapter: Path, out: Path) -> dict:
 
 def dpo(args, adapter: Path, pairs_file: str, out: Path) -> tuple[Path, float, dict]:
     folder = out / (f"dpo-k{args.k}-t{args.temperature}-b{args.beta}-lr{args.dpo_lr}-e{args.dpo_epochs}"
-                    f"-sft{args.sft_weight}")
+                    f"-sft{args.sft_weight}" + ("" if args.dpo_batch == 8 else f"-bs{args.dpo_batch}"))
     seconds = 0.0
     if not (folder / "manifest.json").exists():
         seconds = tuneforge("train", "--model", str(adapter), "--data", pairs_file, "--out", str(folder), "--method",
                             "dpo", "--beta", str(args.beta), "--sft-weight", str(args.sft_weight), "--learning-rate",
                             str(args.dpo_lr), "--epochs",
-                            str(args.dpo_epochs), "--batch-size", "8", "--checkpoint-every", "100000",
-                            log=out / f"{folder.name}.log")
+                            str(args.dpo_epochs), "--batch-size", str(args.dpo_batch), "--checkpoint-every",
+                            "100000", log=out / f"{folder.name}.log")
     metrics = json.loads((folder / "manifest.json").read_text())["metrics"]
     return folder, seconds, metrics
 
 
-def evaluate(args, sft_dir: Path, dpo_dir: Path, out: Path) -> dict:
-    report = out / f"eval-{dpo_dir.name}.json"
+def control(args, adapter: Path, pairs_file: str, out: Path) -> Path:
+    """The SFT adapter trained on the pairs' preferred answers as chat rows (SFT's loss, the same epochs and batch
+    as DPO, the SFT learning rate): the baseline that says whether the rejected answers teach anything."""
+    folder = out / (f"control-k{args.k}-t{args.temperature}-lr{args.sft_lr}-e{args.dpo_epochs}"
+                    + ("" if args.dpo_batch == 8 else f"-bs{args.dpo_batch}"))
+    if not (folder / "manifest.json").exists():
+        pairs = [json.loads(line) for line in Path(pairs_file).read_text().splitlines()]
+        rows = out / f"{folder.name}.jsonl"
+        rows.write_text("".join(json.dumps({"messages": p["input"]["messages"] + p["preferred_output"]}) + "\n"
+                                for p in pairs))
+        tuneforge("train", "--model", str(adapter), "--data", str(rows), "--out", str(folder), "--learning-rate",
+                  str(args.sft_lr), "--epochs", str(args.dpo_epochs), "--batch-size", str(args.dpo_batch),
+                  "--checkpoint-every", "100000", log=out / f"{folder.name}.log")
+    return folder
+
+
+def evaluate(args, models: dict[str, Path], out: Path) -> dict:
+    name = "-".join(p.name for m, p in models.items() if m != "sft")
+    report = out / f"eval-{name}.json"
     if not report.exists():
-        tuneforge("evals", "run", "--data", str(TASK / "test.jsonl"), "--limit", str(args.test_limit), "--model",
-                  f"sft={sft_dir}", "--model", f"dpo={dpo_dir}", "--grader", "exact", "--grader", "json",
-                  "--out", str(report), "--data-dir", str(out / "evals-data"), log=out / f"eval-{dpo_dir.name}.log")
+        tuneforge("evals", "run", "--data", str(TASK / "test.jsonl"), "--limit", str(args.test_limit),
+                  *(x for m, p in models.items() for x in ("--model", f"{m}={p}")), "--grader", "exact",
+                  "--grader", "json", "--out", str(report), "--data-dir", str(out / "evals-data"),
+                  log=out / f"eval-{name}.log")
     return json.loads(report.read_text())
 
 
@@ -103,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tuneforge-dpo"))
-    parser.add_argument("--sft-rows", type=int, default=160, help="first N train rows for the SFT stage")
+    parser.add_argument("--sft-rows", type=int, default=96, help="first N train rows for the SFT stage")
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--play-rows", type=int, default=256, help="train prompts to sample answers to")
     parser.add_argument("--k", type=int, default=4)
@@ -112,7 +132,9 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--dpo-lr", type=float, default=1e-4)
     parser.add_argument("--sft-weight", type=float, default=0.0, help="RPO: the SFT loss on preferred answers")
-    parser.add_argument("--dpo-epochs", type=int, default=1)
+    parser.add_argument("--dpo-epochs", default="1", help="a number, or auto (the trainer's choice)")
+    parser.add_argument("--dpo-batch", type=int, default=8, help="pairs per step (the trainer's default: 4)")
+    parser.add_argument("--control", action="store_true", help="also SFT on the preferred answers alone")
     parser.add_argument("--test-limit", type=int, default=100)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -122,9 +144,13 @@ def main() -> None:
     dpo_dir, seconds, metrics = dpo(args, sft_dir, stats["file"], args.out)
     print(f"dpo: {seconds} s, final step: " + json.dumps({k: metrics.get(k) for k in (
         "train_loss", "reward_margin", "preference_accuracy", "chosen_logp", "rejected_logp")}), flush=True)
-    report = evaluate(args, sft_dir, dpo_dir, args.out)
+    models = {"sft": sft_dir, "dpo": dpo_dir}
+    if args.control:
+        models["sft_on_preferred"] = control(args, sft_dir, stats["file"], args.out)
+    report = evaluate(args, models, args.out)
     result = {"name": "dpo_self_play", "model": args.model, "sft_rows": args.sft_rows, "self_play": stats,
               "beta": args.beta, "sft_weight": args.sft_weight, "dpo_lr": args.dpo_lr, "dpo_epochs": args.dpo_epochs,
+              "dpo_batch": args.dpo_batch,
               "dpo_seconds": seconds,
               "models": {m["name"]: m["graders"] for m in report["models"]},
               "paired": [{k: p.get(k) for k in ("a", "b", "grader", "delta", "delta_ci_low", "delta_ci_high", "wins",
