@@ -14,7 +14,7 @@ On the bundled email-extraction task (JSON answers), with SmolLM2-135M-Instruct:
 Baseline: the SFT model it started from. Stages are cached under --out, so a rerun with other DPO settings only
 trains and evaluates again. Last line: JSON.
 
-    .venv/bin/python bench/dpo_self_play.py [--out /tmp/tuneforge-dpo] [--beta 0.1] [--dpo-lr 1e-4] [--control]
+    .venv/bin/python bench/dpo_self_play.py [--out DIR] [--sft-rows 96] [--beta 0.1] [--dpo-lr 1e-4] [--control]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def self_play(args, adapter: Path, out: Path) -> dict:
 
 def dpo(args, adapter: Path, pairs_file: str, out: Path) -> tuple[Path, float, dict]:
     folder = out / (f"dpo-k{args.k}-t{args.temperature}-b{args.beta}-lr{args.dpo_lr}-e{args.dpo_epochs}"
-                    f"-sft{args.sft_weight}" + ("" if args.dpo_batch == 8 else f"-bs{args.dpo_batch}"))
+                    f"-sft{args.sft_weight}-bs{args.dpo_batch}")
     seconds = 0.0
     if not (folder / "manifest.json").exists():
         seconds = tuneforge("train", "--model", str(adapter), "--data", pairs_file, "--out", str(folder), "--method",
@@ -95,8 +95,7 @@ def dpo(args, adapter: Path, pairs_file: str, out: Path) -> tuple[Path, float, d
 def control(args, adapter: Path, pairs_file: str, out: Path) -> Path:
     """The SFT adapter trained on the pairs' preferred answers as chat rows (SFT's loss, the same epochs and batch
     as DPO, the SFT learning rate): the baseline that says whether the rejected answers teach anything."""
-    folder = out / (f"control-k{args.k}-t{args.temperature}-lr{args.sft_lr}-e{args.dpo_epochs}"
-                    + ("" if args.dpo_batch == 8 else f"-bs{args.dpo_batch}"))
+    folder = out / f"control-k{args.k}-t{args.temperature}-lr{args.sft_lr}-e{args.dpo_epochs}-bs{args.dpo_batch}"
     if not (folder / "manifest.json").exists():
         pairs = [json.loads(line) for line in Path(pairs_file).read_text().splitlines()]
         rows = out / f"{folder.name}.jsonl"
@@ -122,7 +121,7 @@ def evaluate(args, models: dict[str, Path], out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/tuneforge-dpo"))
+    parser.add_argument("--out", type=Path, help="the stages' folder (default /tmp/tuneforge-dpo-sftN, N: --sft-rows)")
     parser.add_argument("--sft-rows", type=int, default=96, help="first N train rows for the SFT stage")
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--play-rows", type=int, default=256, help="train prompts to sample answers to")
@@ -131,12 +130,13 @@ def main() -> None:
     parser.add_argument("--pairs-per-prompt", type=int, default=1)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--dpo-lr", type=float, default=1e-4)
-    parser.add_argument("--sft-weight", type=float, default=0.0, help="RPO: the SFT loss on preferred answers")
-    parser.add_argument("--dpo-epochs", default="1", help="a number, or auto (the trainer's choice)")
-    parser.add_argument("--dpo-batch", type=int, default=8, help="pairs per step (the trainer's default: 4)")
+    parser.add_argument("--sft-weight", type=float, default=1.0, help="RPO: the SFT loss on preferred answers")
+    parser.add_argument("--dpo-epochs", default="auto", help="a number, or auto (the trainer's choice)")
+    parser.add_argument("--dpo-batch", type=int, default=4, help="pairs per step (the trainer's default: 4)")
     parser.add_argument("--control", action="store_true", help="also SFT on the preferred answers alone")
     parser.add_argument("--test-limit", type=int, default=100)
     args = parser.parse_args()
+    args.out = args.out or Path(f"/tmp/tuneforge-dpo-sft{args.sft_rows}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     sft_dir = sft(args, args.out)

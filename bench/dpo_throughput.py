@@ -88,7 +88,8 @@ def run_ours(model_path: str, out: Path) -> dict:
 
     cfg = TrainConfig(model=model_path, data=out / "pairs.jsonl", out=out / "ours", method="dpo", weights="lora",
                       batch_size=BATCH, epochs=1, learning_rate=LR, warmup_ratio=WARMUP, lora_rank=RANK,
-                      lora_alpha=2 * RANK, lora_dropout=0.0, beta=BETA, seed=SEED, checkpoint_every=10**6)
+                      lora_alpha=2 * RANK, lora_dropout=0.0, beta=BETA, sft_weight=0.0, seed=SEED,
+                      checkpoint_every=10**6)
     t0 = time.perf_counter()
     result = train(cfg)
     wall = time.perf_counter() - t0

@@ -230,9 +230,9 @@ def _pairs_file(path, n: int = 12) -> None:
 def test_train_dpo_learns_the_preference_and_resumes_exactly(tiny_model, tmp_path):
     data = tmp_path / "prefs.jsonl"
     _pairs_file(data)
-    base = ["train", "--model", str(tiny_model), "--data", str(data), "--method", "dpo", "--batch-size", "4",
-            "--epochs", "3", "--learning-rate", "5e-3", "--validation", str(data), "--eval-every", "3",
-            "--checkpoint-every", "3"]
+    base = ["train", "--model", str(tiny_model), "--data", str(data), "--method", "dpo", "--sft-weight", "0",
+            "--batch-size", "4", "--epochs", "3", "--learning-rate", "5e-3", "--validation", str(data),
+            "--eval-every", "3", "--checkpoint-every", "3"]
     whole = tmp_path / "whole"
     cli(*base, "--out", str(whole))
     metrics = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]

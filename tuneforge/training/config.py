@@ -41,7 +41,8 @@ class TrainConfig(BaseModel):
     weights: Literal["lora", "full"] = _api("lora", "LoRA adapter on all linear layers, or all weights.")
     beta: float = _api(0.1, "DPO: how far from the starting model the preferences may pull (higher: less far).",
                        gt=0, le=2)
-    sft_weight: float = _api(0.0, "DPO: add this times the SFT loss on the preferred answers (RPO; 0: plain DPO).",
+    # 1 by measurement (docs/benchmarks.md, "Preference tuning"): plain DPO moved probability to other wrong answers.
+    sft_weight: float = _api(1.0, "DPO: add this times the SFT loss on the preferred answers (RPO; 0: plain DPO).",
                              ge=0, le=10)
 
     # --- optimization
