@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.preference import EncodedPair
+from tuneforge.training import fused_head
 
 
 def collate_pairs(pairs: list[EncodedPair], window: int | None = None) -> dict[str, torch.Tensor | dict | int]:
@@ -79,13 +80,10 @@ def pair_logps(model, row: dict, device) -> torch.Tensor:
     """Summed log-probability of each answer of the row's pairs: shape [pairs, 2] (chosen, rejected)."""
     mask = row["attention_mask"]
     mask = {k: v.to(device) for k, v in mask.items()} if isinstance(mask, dict) else mask.to(device)
-    out = model(
-        input_ids=row["input_ids"].to(device), position_ids=row["position_ids"].to(device), attention_mask=mask,
-        logits_to_keep=row["keep"].to(device), use_cache=False,
-    )
-    logits = out.logits.reshape(-1, out.logits.shape[-1])
-    token_logps = -F.cross_entropy(logits[row["target_index"].to(device)].float(), row["target"].to(device),
-                                   reduction="none")
+    inputs = {"input_ids": row["input_ids"].to(device), "position_ids": row["position_ids"].to(device),
+              "attention_mask": mask}
+    token_logps = fused_head.target_logps(model, inputs, row["keep"].to(device), row["target"].to(device),
+                                          row["target_index"].to(device))
     sums = torch.zeros(2 * row["pairs"], device=device, dtype=token_logps.dtype)
     return sums.index_add(0, row["segment"].to(device), token_logps).view(-1, 2)
 

@@ -12,25 +12,22 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
 from tuneforge.data.render import IGNORE, Encoded
-from tuneforge.training import plan, varlen
+from tuneforge.training import fused_head, plan, varlen
 from tuneforge.training.config import TrainConfig
 from tuneforge.training.examples import data_limits, load_examples
 
 
 def loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed cross-entropy over the tokens whose label is set; logits are computed only for those."""
+    """Summed cross-entropy over the tokens whose label is set; logits are computed only for those (fused_head.py:
+    not even for those, where the output layer is frozen)."""
     labels = batch["labels"]
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != IGNORE
-    out = model(
-        input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=batch.get("attention_mask"),
-        logits_to_keep=keep, use_cache=False, **{k: batch[k] for k in varlen.KEYS if k in batch},
-    )
-    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
-    return F.cross_entropy(logits, labels[:, 1:][keep[:, :-1]], reduction="sum")
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
+              "attention_mask": batch.get("attention_mask"), **{k: batch[k] for k in varlen.KEYS if k in batch}}
+    return -fused_head.target_logps(model, inputs, keep, labels[:, 1:][keep[:, :-1]]).sum()
 
 
 def pack_tokens(cfg: TrainConfig, device: str) -> int:
