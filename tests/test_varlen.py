@@ -1,4 +1,5 @@
-"""Varlen attention (training/varlen.py, the CUDA path for packed rows) computes today's losses and gradients.
+"""Varlen attention (training/varlen.py, the CUDA path for packed rows and DPO's pair rows) computes the masked
+path's losses and gradients.
 
 On this CPU the varlen function runs its per-example SDPA loop, so these tests check everything around the CUDA
 kernel: the boundaries, the kwargs through PEFT to every attention layer, grouped-query heads, the fallback to
@@ -92,6 +93,43 @@ def test_shared_prefix_rows_through_varlen_equal_the_masked_path(tiny_model):
     assert len(grads) == 4 * 7 * 2 and worst < 1e-4
 
 
+def test_pair_rows_through_varlen_equal_the_masked_path(tiny_model):
+    """DPO's rows (a prompt, then its two answers, each reading the prompt) concatenated with their boundaries: the
+    log-probabilities and gradients of the padded, masked batch."""
+    from test_dpo import _random_pairs
+
+    from tuneforge.training.pair_rows import collate_pairs, pair_logps, stack_rows, varlen_row
+
+    model = _lora_model(tiny_model)
+    pairs = _random_pairs(4, [(7, 3, 5), (12, 6, 1), (4, 9, 9), (20, 2, 4), (5, 1, 7)])
+    groups = (pairs[:3], pairs[3:])
+    weights = torch.tensor([1.0, -0.5])
+
+    def run(model, batch):
+        model.zero_grad()
+        logps = pair_logps(model, batch, "cpu")
+        (logps * weights).sum().backward()
+        return logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    reference = run(model, stack_rows([collate_pairs(g) for g in groups]))
+    varlen.use(model)
+    row = varlen_row([collate_pairs(g, masked=False) for g in groups])
+    assert row["input_ids"].shape == (1, sum(len(p) for p in pairs)) and "tuneforge_kv_index" in row
+    assert len(row["cu_seq_lens_q"]) - 1 == 3 * len(pairs)  # a prompt and two answers each
+    logps, grads = run(model, row)
+    assert torch.allclose(logps, reference[0], rtol=1e-5, atol=1e-4)
+    assert grads.keys() == reference[1].keys() and len(grads) == 4 * 7 * 2
+    assert max(float((g - reference[1][n]).norm() / reference[1][n].norm()) for n, g in grads.items()) < 1e-4
+    # the blocks are what keeps a rejected answer from reading its chosen one: one block per pair changes them
+    first, second = (collate_pairs(g, masked=False)["blocks"] for g in groups)
+    n = sum(len(p) for p in groups[0])
+    second = [(q0 + n, q1 + n, k0 + n, k1 + n) for q0, q1, k0, k1 in second]
+    glued = {**row, **varlen.boundaries([(0, len(pairs[0]), 0, 0), *first[3:], *second])}
+    with torch.no_grad():
+        assert torch.allclose(pair_logps(model, {**row, **varlen.boundaries(first + second)}, "cpu"), logps)
+        assert not torch.allclose(pair_logps(model, glued, "cpu")[0, 1], logps[0, 1], atol=1e-3)
+
+
 def test_the_kernel_is_called_as_each_torch_version_takes_it():
     calls = []
 
@@ -118,26 +156,31 @@ def test_the_kernel_is_called_as_each_torch_version_takes_it():
     assert len(calls) == 2
 
 
-def test_training_with_varlen_matches_training_without(tiny_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_training_with_varlen_matches_training_without(tiny_model, tmp_path, monkeypatch, method):
     """The whole loop (rows, boundaries moved to the device, kwargs) with varlen forced on (on this CPU it runs
     the per-example path): the same losses, step by step. CPU training itself never chooses it."""
+    from test_dpo import _pairs_file
     from transformers import AutoModelForCausalLM
 
     from tuneforge.training.config import TrainConfig
     from tuneforge.training.trainer import train
 
     assert not varlen.applies(AutoModelForCausalLM.from_pretrained(tiny_model), "cpu")
-    data = write_jsonl(tmp_path / "train.jsonl", toy_rows(8))
+    if method == "sft":
+        data = write_jsonl(tmp_path / "train.jsonl", toy_rows(8))
+    else:
+        _pairs_file(data := tmp_path / "prefs.jsonl", 8)
 
     def run(name: str) -> list[float]:
         cfg = TrainConfig(model=str(tiny_model), data=data, out=tmp_path / name, epochs=1, batch_size=4,
-                          pack_tokens=96, learning_rate=5e-3, seed=0)
+                          pack_tokens=96, learning_rate=5e-3, seed=0, method=method)
         train(cfg)
         return [json.loads(line)["train_loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
 
     reference = run("sdpa")
     used = []
     monkeypatch.setattr(varlen, "applies", lambda model, device: True)
-    monkeypatch.setattr(varlen, "with_boundaries", lambda row, f=varlen.with_boundaries: used.append(1) or f(row))
+    monkeypatch.setattr(varlen, "boundaries", lambda blocks, f=varlen.boundaries: used.append(1) or f(blocks))
     assert run("varlen") == pytest.approx(reference, rel=1e-5)
     assert used  # the rows did go through it

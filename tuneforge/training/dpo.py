@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.preference import EncodedPair
-from tuneforge.training import plan
+from tuneforge.training import plan, varlen
 from tuneforge.training.config import TrainConfig
 from tuneforge.training.examples import data_limits, load_pairs
-from tuneforge.training.pair_rows import batches, collate_pairs, pair_logps, stack_rows
+from tuneforge.training.pair_rows import batches, collate_pairs, pair_logps, stack_rows, varlen_row
 from tuneforge.training.sft import pack_tokens
 
 FORWARD_ROWS = 8  # a forward runs up to this many full rows' worth of tokens (padded), as one batch
@@ -79,6 +79,9 @@ class DPO:
         self.capacity = max(pack_tokens(cfg, device), longest) if cfg.packing else 0
         self.forward_tokens = FORWARD_ROWS * max(pack_tokens(cfg, device), longest)
         self.window = sliding_window(model.config)
+        self.varlen = varlen.applies(model, device)
+        if self.varlen:
+            varlen.use(model)
         self.beta, self.sft_weight = cfg.beta, cfg.sft_weight
         self.fresh_adapter = fresh_adapter
         self.reference: torch.Tensor | None = None
@@ -110,7 +113,9 @@ class DPO:
         return torch.tensor([max(len(pairs[i].chosen), 1) for i in ids], dtype=torch.float32, device=device)
 
     def _batch(self, pairs: list[EncodedPair], forward: list[list[int]]) -> dict:
-        return stack_rows([collate_pairs([pairs[i] for i in row], self.window) for row in forward])
+        """One forward's rows: concatenated with their boundaries for varlen attention, or padded into a batch."""
+        rows = [collate_pairs([pairs[i] for i in row], self.window, masked=not self.varlen) for row in forward]
+        return varlen_row(rows) if self.varlen else stack_rows(rows)
 
     @torch.no_grad()
     def _logps(self, model, acc, pairs: list[EncodedPair]) -> torch.Tensor:

@@ -16,6 +16,9 @@ chosen is 2k, its rejected 2k + 1). Logits are computed only where some answer t
 
 Models with sliding-window layers (Gemma 3) take a second mask for those layers: the same block mask, limited to
 keys within the window of each query by position, which is what each answer would see in its own sequence.
+
+On CUDA (training/varlen.py) no mask is built: a forward's rows are concatenated into one, and each prompt and
+answer is a block of varlen attention, an answer reading its prompt's keys before its own.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.data.preference import EncodedPair
-from tuneforge.training import fused_head
+from tuneforge.training import fused_head, varlen
 
 
-def collate_pairs(pairs: list[EncodedPair], window: int | None = None) -> dict[str, torch.Tensor | dict | int]:
-    """One row holding `pairs`, with its block mask and the targets of every answer token."""
+def collate_pairs(pairs: list[EncodedPair], window: int | None = None,
+                  masked: bool = True) -> dict[str, torch.Tensor | dict | int | list]:
+    """One row holding `pairs`, with the targets of every answer token, its attention as `blocks` (varlen.boundaries'
+    form) and, when `masked`, as a block mask."""
     ids: list[int] = []
     pos: list[int] = []
     blocks: list[tuple[int, int, int, int]] = []  # (query start, query end, prompt start, prompt end)
@@ -51,29 +56,32 @@ def collate_pairs(pairs: list[EncodedPair], window: int | None = None) -> dict[s
             target += answer
             segment += [2 * k + side] * len(answer)
     length = len(ids)
-    mask = torch.zeros(length, length, dtype=torch.bool)
-    for q0, q1, k0, k1 in blocks:
-        mask[q0:q1, k0:k1] = True  # an answer sees its prompt
-        mask[q0:q1, q0:q1] = True  # and itself (made causal below)
-    mask &= torch.ones(length, length, dtype=torch.bool).tril()
     keep = torch.zeros(1, length, dtype=torch.bool)
     keep[0, sources] = True
     kept_index = torch.cumsum(keep[0].long(), 0) - 1  # row index -> index among the kept logits
-    attention = mask[None, None]
-    if window:
-        p = torch.tensor(pos)
-        near = (p[:, None] - p[None, :]) < window
-        attention = {"full_attention": attention, "sliding_attention": (mask & near)[None, None]}
-    return {
+    row = {
         "input_ids": torch.tensor([ids]),
         "position_ids": torch.tensor([pos]),
-        "attention_mask": attention,
         "keep": keep,
         "target_index": kept_index[torch.tensor(sources, dtype=torch.long)],
         "target": torch.tensor(target, dtype=torch.long),
         "segment": torch.tensor(segment, dtype=torch.long),
         "pairs": len(pairs),
+        "blocks": blocks,
     }
+    if not masked:
+        return row
+    mask = torch.zeros(length, length, dtype=torch.bool)
+    for q0, q1, k0, k1 in blocks:
+        mask[q0:q1, k0:k1] = True  # an answer sees its prompt
+        mask[q0:q1, q0:q1] = True  # and itself (made causal below)
+    mask &= torch.ones(length, length, dtype=torch.bool).tril()
+    attention = mask[None, None]
+    if window:
+        p = torch.tensor(pos)
+        near = (p[:, None] - p[None, :]) < window
+        attention = {"full_attention": attention, "sliding_attention": (mask & near)[None, None]}
+    return {**row, "attention_mask": attention}
 
 
 def pair_logps(model, row: dict, device) -> torch.Tensor:
@@ -81,7 +89,7 @@ def pair_logps(model, row: dict, device) -> torch.Tensor:
     mask = row["attention_mask"]
     mask = {k: v.to(device) for k, v in mask.items()} if isinstance(mask, dict) else mask.to(device)
     inputs = {"input_ids": row["input_ids"].to(device), "position_ids": row["position_ids"].to(device),
-              "attention_mask": mask}
+              "attention_mask": mask, **{k: _to(row[k], device) for k in varlen.KEYS if k in row}}
     token_logps = fused_head.target_logps(model, inputs, row["keep"].to(device), row["target"].to(device),
                                           row["target_index"].to(device))
     sums = torch.zeros(2 * row["pairs"], device=device, dtype=token_logps.dtype)
@@ -120,6 +128,29 @@ def stack_rows(rows: list[dict]) -> dict:
         "segment": torch.cat([r["segment"] + 2 * pairs[b] for b, r in enumerate(rows)]),
         "pairs": sum(r["pairs"] for r in rows),
     }
+
+
+def varlen_row(rows: list[dict]) -> dict:
+    """Rows (collated with `masked=False`) as one row for varlen attention (training/varlen.py): concatenated, not
+    padded, each pair attending as its blocks say."""
+    offsets = [0, *torch.tensor([r["input_ids"].shape[1] for r in rows]).cumsum(0).tolist()]
+    kept = [0, *torch.tensor([int(r["keep"].sum()) for r in rows]).cumsum(0).tolist()]
+    pairs = [0, *torch.tensor([r["pairs"] for r in rows]).cumsum(0).tolist()]
+    blocks = [(q0 + o, q1 + o, k0 + o, k1 + o) for r, o in zip(rows, offsets) for q0, q1, k0, k1 in r["blocks"]]
+    return {
+        "input_ids": torch.cat([r["input_ids"] for r in rows], dim=1),
+        "position_ids": torch.cat([r["position_ids"] for r in rows], dim=1),
+        "keep": torch.cat([r["keep"] for r in rows], dim=1),
+        "target_index": torch.cat([r["target_index"] + kept[b] for b, r in enumerate(rows)]),
+        "target": torch.cat([r["target"] for r in rows]),
+        "segment": torch.cat([r["segment"] + 2 * pairs[b] for b, r in enumerate(rows)]),
+        "pairs": pairs[-1],
+        **varlen.boundaries(blocks),
+    }
+
+
+def _to(value, device):
+    return value.to(device) if torch.is_tensor(value) else value
 
 
 def batches(rows: list[list[int]], lengths: list[int], max_tokens: int) -> list[list[list[int]]]:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 NAME = "tuneforge_varlen"
 KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "tuneforge_kv_index")
+NO_MASK = torch.ones(1, 1, 0, 0, dtype=torch.bool)  # what a row with boundaries passes as its attention mask
 
 
 def _kernel():
@@ -50,12 +51,14 @@ def register() -> None:
 
 def applies(model, device: str) -> bool:
     """Whether packed rows should go through varlen attention: CUDA (sm80+, for the FlashAttention kernel) with
-    the kernel in torch, and a model whose attention is pluggable and has no sliding-window layers."""
+    the kernel in torch, and a model whose attention is pluggable, without sliding-window layers or attention
+    dropout."""
     if not device.startswith("cuda") or _kernel() is None or torch.cuda.get_device_capability() < (8, 0):
         return False
     base = _base(model)
     config = getattr(base.config, "text_config", base.config)
-    return bool(getattr(base, "_supports_attention_backend", False)) and not getattr(config, "sliding_window", None)
+    return (bool(getattr(base, "_supports_attention_backend", False)) and not getattr(config, "sliding_window", None)
+            and not getattr(config, "attention_dropout", 0))
 
 
 def use(model) -> None:
@@ -69,9 +72,8 @@ def _base(model):
 
 
 def with_boundaries(row: dict) -> dict:
-    """A packed row with its examples' boundaries: where each example's queries and keys start and end (and, for a
-    shared-prefix row, which keys each example reads: the prefix's, then its own). Rows with any other mask are
-    returned as they are (they stay on SDPA)."""
+    """A packed row (plan.collate) or shared-prefix row (plan.collate_shared) with its examples' boundaries instead
+    of its mask. Rows with any other mask are returned as they are (they stay on SDPA)."""
     if row["position_ids"].shape[0] != 1 or ("attention_mask" in row and "prefix_length" not in row):
         return row
     p, pos = row.get("prefix_length", 0), row["position_ids"][0]
@@ -79,14 +81,25 @@ def with_boundaries(row: dict) -> dict:
     ends = [*starts[1:], len(pos)]
     if pos[0] != 0 or any(pos[a] != p for a in starts[1:]):
         return row  # not the layout plan.collate / plan.collate_shared make
-    q_lens = [b - a for a, b in zip(starts, ends)]
-    k_lens = [q_lens[0], *(p + n for n in q_lens[1:])]  # the first segment holds the prefix itself
-    out = {**row, "cu_seq_lens_q": _cumulative(q_lens), "cu_seq_lens_k": _cumulative(k_lens),
-           "max_length_q": max(q_lens), "max_length_k": max(k_lens)}
-    if p and len(starts) > 1:
-        prefix = torch.arange(p)
-        out["tuneforge_kv_index"] = torch.cat([torch.arange(ends[0]), *(torch.cat([prefix, torch.arange(a, b)])
-                                                                        for a, b in zip(starts[1:], ends[1:]))])
+    # the first example holds the prefix itself; each later one reads the prefix, then itself
+    blocks = [(0, ends[0], 0, 0), *((a, b, 0, p) for a, b in zip(starts[1:], ends[1:]))]
+    return {**row, **boundaries(blocks)}
+
+
+def boundaries(blocks: list[tuple[int, int, int, int]]) -> dict:
+    """The model inputs that give a row the attention `blocks` describe: each (q0, q1, k0, k1) says that the
+    queries q0:q1 attend to the keys k0:k1 (a prefix, maybe empty) and then causally to their own (q0:q1). The
+    query ranges, in order, make up the whole row. The mask is a placeholder: an empty 4-D mask is passed through
+    by transformers as it is, where it would otherwise build an [L, L] one for these calls."""
+    blocks = [b for b in blocks if b[1] > b[0]]
+    assert [b[0] for b in blocks[1:]] == [b[1] for b in blocks[:-1]] and blocks[0][0] == 0, "query ranges in order"
+    q_lens = [q1 - q0 for q0, q1, _, _ in blocks]
+    k_lens = [k1 - k0 + q1 - q0 for q0, q1, k0, k1 in blocks]
+    out = {"cu_seq_lens_q": _cumulative(q_lens), "cu_seq_lens_k": _cumulative(k_lens),
+           "max_length_q": max(q_lens), "max_length_k": max(k_lens), "attention_mask": NO_MASK}
+    if any(k1 > k0 for _, _, k0, k1 in blocks):
+        out["tuneforge_kv_index"] = torch.cat([torch.cat([torch.arange(k0, k1), torch.arange(q0, q1)])
+                                               for q0, q1, k0, k1 in blocks])
     return out
 
 
@@ -99,12 +112,14 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
               **kwargs):
     """transformers' attention interface: query [1, H, T, D], key/value [1, Hkv, T, D] -> ([1, T, H, D], None).
     With boundaries, each example's queries attend causally (aligned at the end) to its keys: its own tokens, after
-    the shared prefix's where `tuneforge_kv_index` gathers them; without, SDPA."""
-    if cu_seq_lens_q is None or dropout or query.shape[0] != 1 or query.shape[2] != key.shape[2]:
+    the prefix's where `tuneforge_kv_index` gathers them; without, SDPA."""
+    if cu_seq_lens_q is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
+    if dropout or query.shape[0] != 1 or query.shape[2] != key.shape[2]:  # `applies` rules these out
+        raise RuntimeError("varlen attention takes one row, no cache and no attention dropout")
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [T, heads, D]
     if tuneforge_kv_index is not None:
         k, v = k.index_select(0, tuneforge_kv_index), v.index_select(0, tuneforge_kv_index)
