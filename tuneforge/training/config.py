@@ -67,6 +67,8 @@ class TrainConfig(BaseModel):
     max_length: int = _api(2048, "Examples longer than this many tokens are truncated.", ge=16, le=32768)
     packing: bool = _api(True, "Pack short examples into shared rows (no attention across examples).")
     pack_tokens: int | None = _api(None, "Tokens per packed row; default 512 on CPU, 4096 on GPU.", ge=16, le=65536)
+    gradient_checkpointing: bool = _api(False, "Recompute each layer's activations in backward instead of keeping "
+                                        "them: far less memory on long rows, about a third more compute.")
 
     # --- bookkeeping
     checkpoint_every: int = _api(50, "Write a resumable checkpoint every N steps (and at the end).", ge=1,

@@ -98,7 +98,6 @@ def evaluate_loss(model, examples: list[Encoded], capacity: int, acc=None) -> fl
     """Mean loss per assistant token over examples (packed like training)."""
     lengths = [len(e.input_ids) for e in examples]
     rows = plan.pack(list(range(len(examples))), lengths, max(capacity, max(lengths)))
-    model.eval()
     total, n = 0.0, 0
     device = acc.device if acc else next(model.parameters()).device
     for row in rows:
@@ -107,5 +106,4 @@ def evaluate_loss(model, examples: list[Encoded], capacity: int, acc=None) -> fl
         with ctx:
             total += float(loss_sum(model, batch))
         n += sum(examples[i].num_trained for i in row)
-    model.train()
     return total / max(n, 1)

@@ -50,6 +50,9 @@ def _build_model(cfg: TrainConfig, ref: registry.ModelRef, device: str):
 
     dtype = compute_dtype(device) if cfg.weights == "lora" else torch.float32
     model = load_model(ref.base, dtype=dtype, device=device)
+    if cfg.gradient_checkpointing:
+        # non-reentrant: gradients reach the LoRA weights although the checkpointed layers' inputs need none
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if cfg.weights == "full":
         if ref.adapter:
             raise UserError("--weights full needs a base model, not an adapter: export it with --merge first")
@@ -128,7 +131,9 @@ def train(cfg: TrainConfig, on_event: Callback = ignore, may_write: Callable[[],
     start, trained_tokens, elapsed = (resumed["step"], resumed["trained_tokens"], resumed["elapsed_s"]) if resumed \
         else (0, 0, 0.0)
     t0 = time.perf_counter()
+    model.eval()  # (no dropout in what is computed before the first step: DPO's reference)
     method.prepare(model, acc, resumed)
+    model.train()  # dropout on (LoRA's, the model's own) and gradient checkpointing, which run only in training mode
     elapsed += 0.0 if resumed else time.perf_counter() - t0  # (work before step 1 is training time too)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +163,9 @@ def train(cfg: TrainConfig, on_event: Callback = ignore, may_write: Callable[[],
         }
         done = step + 1 == len(steps)
         if method.valid and ((step + 1) % cfg.eval_every == 0 or done):
+            model.eval()
             metrics.update(method.evaluate(model, acc))
+            model.train()
         _log(run, metrics)
         run.emit("progress", step=step + 1, total=len(steps), metrics=metrics)
         if (step + 1) % cfg.checkpoint_every == 0 or done:
