@@ -47,6 +47,7 @@ def test_dpo_job_through_the_openai_sdk(tmp_path, tiny_model):
         assert job.status == "succeeded", job.error
         assert job.method.dpo.hyperparameters.n_epochs == 2 and job.method.dpo.hyperparameters.beta == 0.2
         assert job.method.dpo.hyperparameters.learning_rate_multiplier == 5
+        assert job.method.dpo.hyperparameters.sft_weight == 1.0  # tuneforge's default (RPO), shown on the job
         events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
         assert any(e.message.startswith("Fine-tuning started: 8 pairs, 2 epochs, 4 steps") for e in events)
         last = next(e for e in events if e.type == "metrics")

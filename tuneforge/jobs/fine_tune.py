@@ -251,7 +251,8 @@ class _Reporter:
             self.ctx.event(ev.message)
 
     def _resolved(self, plan: dict) -> None:
-        """The run's n_epochs, batch_size and learning_rate_multiplier as the trainer planned them, on the job."""
+        """The run's n_epochs, batch_size and learning_rate_multiplier as the trainer planned them, on the job (and
+        DPO's beta and sft_weight)."""
         if "epochs" not in plan:
             return
         self.hyperparameters = {
@@ -259,7 +260,7 @@ class _Reporter:
             "learning_rate_multiplier": round(plan["learning_rate"] / self.config.default_lr(), 6),
         }
         if self.config.method == "dpo":
-            self.hyperparameters["beta"] = self.config.beta
+            self.hyperparameters.update(beta=self.config.beta, sft_weight=self.config.sft_weight)
         with self.ctx.db.session() as s:
             jobs.set_result(s, self.job.id, self.ctx.worker_id, hyperparameters=self.hyperparameters)
 
