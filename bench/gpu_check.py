@@ -13,8 +13,9 @@ line per result on stdout (progress on stderr).
 Stages, in order (`--only` picks some): env, models, equal (packed rows' loss and gradients through
 training/varlen.py, the fused varlen kernel on CUDA, vs the masked SDPA path, plain and shared-prefix rows, and
 the time of each), cli,
-train:<shape> (tuneforge's trainer, then TRL's SFTTrainer with its defaults, each in its own process), serve
-(bench/serve_throughput.py). The training
+train:<shape> (tuneforge's trainer, then TRL's SFTTrainer with its defaults, then ours with gradient checkpointing as
+TRL has it, for memory compared alike; each in its own process), serve (bench/serve_throughput.py), profile:<shape>
+(our first steps under torch.profiler: the operators that take the device's time). The training
 comparison uses bench/train_throughput.py's rows and settings: LoRA r16 all-linear, batch 8, lr 1e-3, one epoch.
 At each shape on CUDA, `peak_fraction` = 4 x params x tokens/s / the GPU's dense bf16 peak (LoRA's forward and
 backward cost about 4 FLOP per parameter per token; the frozen weights get no gradient).
@@ -50,12 +51,13 @@ SHAPES = {
 }
 SHAPE_SETS = {"real": ["smol135", "smol1b7", "mistral7b"], "tiny": ["tiny"]}
 # The order stages run in: what the issue must show first (1.7B and 7B against TRL, the serving bench).
-PLAN = {"real": ["env", "models", "equal", "cli", "train:smol1b7", "train:mistral7b", "serve", "train:smol135"],
-        "tiny": ["env", "models", "equal", "cli", "train:tiny", "serve"]}
+PLAN = {"real": ["env", "models", "equal", "cli", "train:smol1b7", "train:mistral7b", "serve", "profile:mistral7b",
+                 "train:smol135"],
+        "tiny": ["env", "models", "equal", "cli", "train:tiny", "serve", "profile:tiny"]}
 TRAIN_TOKENS = {"tiny": 1_500, "smol135": 60_000, "smol1b7": 60_000, "mistral7b": 40_000}
 # Seconds per stage (each is also cut to what is left of --budget).
 TIMEOUTS = {"env": 60, "equal": 90, "wheels": 120, "models": 150, "cli": 150, "train:tiny": 120, "train:smol135": 150,
-            "train:smol1b7": 180, "train:mistral7b": 240, "serve": 240}
+            "train:smol1b7": 180, "train:mistral7b": 240, "serve": 240, "profile:tiny": 60, "profile:mistral7b": 120}
 # Dense (no sparsity) bf16 tensor TFLOP/s by part of the GPU's name, from NVIDIA's data sheets; the first match
 # counts (the SXM parts last). The JSON line says which figure it used; --peak-tflops overrides it.
 PEAK_TFLOPS = {"H200 NVL": 835.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H200": 989.0, "H100": 989.0,
@@ -195,18 +197,22 @@ def stage_train(check: Check, shape: str) -> None:
     """Our trainer, then TRL's, on the same rows; one JSON line comparing them."""
     name = f"train:{shape}"
     sides = {}
-    for side in ("ours", "trl"):
+    for side in ("ours", "trl", "ours_checkpointed"):
         result = check.worker(name, "train", side, shape)
-        if result is None:
+        if result is None and side != "ours_checkpointed":
             return
         sides[side] = result
-    ours, trl = sides["ours"], sides["trl"]
+    ours, trl, checkpointed = sides["ours"], sides["trl"], sides["ours_checkpointed"]
     line = {"name": "train_vs_trl", "ok": True, "shape": shape, "device": check.args.device,
             "tokens": ours["tokens"], "ours_tokens_per_s": round(ours["tokens"] / ours["train_seconds"], 1),
             "trl_tokens_per_s": round(trl["tokens"] / trl["train_seconds"], 1),
             "ratio": round(trl["train_seconds"] / ours["train_seconds"], 2),
             "ours_peak_gb": ours["peak_gb"], "trl_peak_gb": trl["peak_gb"], "memory": ours["memory"],
             "trl_settings": trl["settings"], "ours_loss": ours["loss"]}
+    if checkpointed:  # TRL checkpoints by default: ours the same way, for memory compared alike
+        line.update(ours_checkpointed_tokens_per_s=round(ours["tokens"] / checkpointed["train_seconds"], 1),
+                    ratio_checkpointed=round(trl["train_seconds"] / checkpointed["train_seconds"], 2),
+                    ours_checkpointed_peak_gb=checkpointed["peak_gb"])
     params = check.facts.get(f"params:{shape}")
     gpu = check.facts.get("gpu", "")
     peak = check.args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in gpu), None)
@@ -215,6 +221,13 @@ def stage_train(check: Check, shape: str) -> None:
                     peak_fraction=round(4 * params * line["ours_tokens_per_s"] / (peak * 1e12), 3),
                     trl_peak_fraction=round(4 * params * line["trl_tokens_per_s"] / (peak * 1e12), 3))
     emit(line)
+
+
+def stage_profile(check: Check, shape: str) -> None:
+    """Where our training steps spend the device's time (the top operators), to know what to make faster next."""
+    result = check.worker(f"profile:{shape}", "profile", shape)
+    if result:
+        emit({"name": "train_profile", "ok": True, **result})
 
 
 def stage_serve(check: Check, kind: str) -> None:
@@ -245,7 +258,7 @@ def main() -> None:
     parser.add_argument("--wheels", type=Path, help="a folder of wheels to install first (scripts/gpu-wheels)")
     parser.add_argument("--tokenizer", default="", help="SmolLM2's tokenizer folder (default: the model cache's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tuneforge-gpu-check"))
-    parser.add_argument("--only", default="", help="comma-separated stages: env,models,equal,cli,train,serve")
+    parser.add_argument("--only", default="", help="comma-separated stages: env,models,equal,cli,train,serve,profile")
     parser.add_argument("--budget", type=float, default=560, help="seconds for all stages together")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak (default: known GPUs)")
     parser.add_argument("--tail", type=int, default=2000, help="characters of a failed stage's output to show")
@@ -256,7 +269,7 @@ def main() -> None:
 
         return run_worker(args.worker, args.work, args.device)
     args.tokenizer = args.tokenizer or default_tokenizer()
-    only = set(filter(None, args.only.split(","))) or {"env", "models", "equal", "cli", "train", "serve"}
+    only = set(filter(None, args.only.split(","))) or {"env", "models", "equal", "cli", "train", "serve", "profile"}
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     check = Check(args)
@@ -276,6 +289,8 @@ def main() -> None:
             stage_train(check, shape)
         elif kind == "serve" and "serve" in only:
             stage_serve(check, args.shapes)
+        elif kind == "profile" and "profile" in only:
+            stage_profile(check, shape)
     emit({"name": "gpu_check_done", "ok": True, "seconds": round(args.budget - (check.deadline - time.monotonic()), 1)})
 
 

@@ -21,7 +21,8 @@ RANK, BATCH, LR, SEED = 16, 8, 1e-3, 0  # bench/train_throughput.py's settings
 
 def run_worker(argv: list[str], work: Path, device: str) -> None:
     kind, *rest = argv
-    result = {"env": env, "model": make_model, "train": train, "equal": equal}[kind](work, device, *rest)
+    result = {"env": env, "model": make_model, "train": train, "equal": equal, "profile": profile}[kind](
+        work, device, *rest)
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -81,7 +82,7 @@ def train(work: Path, device: str, side: str, shape: str) -> dict:
 
     model, data = str(work / "models" / shape), work / "data" / shape
     tokens = json.loads((data / "tokens.json").read_text())
-    run = _ours if side == "ours" else _trl
+    run = {"ours": _ours, "ours_checkpointed": _ours_checkpointed, "trl": _trl}[side]
     result = run(model, data / "train.jsonl", work / "runs" / shape / side, device)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -152,15 +153,47 @@ def _fwd_bwd(model, rows, device: str) -> tuple[float, dict, float]:
     return float(total), grads, time.perf_counter() - t0
 
 
-def _ours(model: str, data: Path, out: Path, device: str) -> dict:
+def _ours(model: str, data: Path, out: Path, device: str, **options) -> dict:
     from tuneforge.training.config import TrainConfig
     from tuneforge.training.trainer import train
 
     cfg = TrainConfig(model=model, data=data, out=out, epochs=1, learning_rate=LR, batch_size=BATCH, lora_rank=RANK,
-                      seed=SEED, checkpoint_every=10_000)
+                      seed=SEED, checkpoint_every=10_000, **options)
     result = train(cfg)
     return {"train_seconds": result.metrics["elapsed_s"], "steps": result.steps,
-            "loss": result.metrics.get("train_loss"), "settings": {"pack_tokens": cfg.pack_tokens}}
+            "loss": result.metrics.get("train_loss"),
+            "settings": {"pack_tokens": cfg.pack_tokens, "gradient_checkpointing": cfg.gradient_checkpointing}}
+
+
+def _ours_checkpointed(model: str, data: Path, out: Path, device: str) -> dict:
+    """Ours with gradient checkpointing, as TRL's defaults have it: the memory of the two compared alike."""
+    return _ours(model, data, out, device, gradient_checkpointing=True)
+
+
+def profile(work: Path, device: str, shape: str, steps: str = "6") -> dict:
+    """Our trainer's first steps on `shape` under torch.profiler: the operators that take the device's time (what
+    to make faster next), and the share of the steps' wall time the device was busy."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.trainer import train
+
+    data = work / "data" / shape
+    budget = json.loads((data / "tokens.json").read_text()) * int(steps) // 40  # (rows average ~1/40 of a step)
+    cfg = TrainConfig(model=str(work / "models" / shape), data=data / "train.jsonl", out=work / "runs" / shape /
+                      "profile", epochs=1, learning_rate=LR, batch_size=BATCH, lora_rank=RANK, seed=SEED,
+                      checkpoint_every=10_000, token_budget=budget)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        result = train(cfg)
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
+    busy = sum(getattr(e, attr) for e in events) / 1e6
+    top = [{"op": e.key[:80], "ms": round(getattr(e, attr) / 1e3, 1), "calls": e.count,
+            "share": round(getattr(e, attr) / 1e6 / max(busy, 1e-9), 3)} for e in events[:20]]
+    return {"shape": shape, "steps": result.steps, "tokens": result.trained_tokens,
+            "wall_s": result.metrics["elapsed_s"], "device_busy_s": round(busy, 2), "top": top}
 
 
 def _trl(model: str, data: Path, out: Path, device: str) -> dict:
