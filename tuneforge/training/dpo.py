@@ -30,7 +30,9 @@ from tuneforge.training.examples import data_limits, load_pairs
 from tuneforge.training.pair_rows import batches, collate_pairs, pair_logps, stack_rows, varlen_row
 from tuneforge.training.sft import pack_tokens
 
-FORWARD_ROWS = 8  # a forward runs up to this many full rows' worth of tokens (padded), as one batch
+# On a CPU a forward runs up to this many full rows' worth of tokens (padded), as one batch: cheaper per token than
+# one row at a time. On a GPU a row (pack_tokens) is the most a forward runs: its activations are what bounds memory.
+FORWARD_ROWS = 8
 STATS = ("loss", "chosen_reward", "rejected_reward", "accuracy", "chosen_logp", "rejected_logp")
 
 
@@ -77,7 +79,8 @@ class DPO:
         self.lengths = [len(p) for p in self.items]
         longest = max(self.lengths + [len(p) for p in self.valid.examples] if self.valid else self.lengths)
         self.capacity = max(pack_tokens(cfg, device), longest) if cfg.packing else 0
-        self.forward_tokens = FORWARD_ROWS * max(pack_tokens(cfg, device), longest)
+        rows = 1 if device.startswith("cuda") else FORWARD_ROWS
+        self.forward_tokens = rows * max(pack_tokens(cfg, device), longest)
         self.window = sliding_window(model.config)
         self.varlen = varlen.applies(model, device)
         if self.varlen:
