@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,32 @@ def db(request, data_dir):
     database.migrate()
     yield database
     database.dispose()
+
+
+DURATIONS = Path(__file__).with_name("durations.json")  # {test id: seconds}: the tests that took 30 s or more
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first, by their measured seconds (tests/durations.json); the rest keep their order.
+
+    Two workers take tests in order, so a long test that starts late keeps one busy long after the other is done:
+    measured, the demo test (8.5 min) started at minute 7 and the tests took 19.6 min, the second worker idle for
+    the last 7 (a replay of xdist's scheduling on those timings, longest first: 16.2 min). To refresh the file, run
+    the suite with TUNEFORGE_RECORD_DURATIONS=FILE (one JSON line per test) and keep the tests of 30 s or more."""
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    items.sort(key=lambda item: -seconds.get(item.nodeid, 0))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With TUNEFORGE_RECORD_DURATIONS=FILE, each test's seconds (setup to teardown) go to FILE as a JSON line."""
+    t0 = time.monotonic()
+    yield
+    record = os.environ.get("TUNEFORGE_RECORD_DURATIONS")
+    if record:
+        with open(record, "a") as f:
+            f.write(json.dumps({"id": item.nodeid, "seconds": round(time.monotonic() - t0, 1)}) + "\n")
 
 
 def pytest_collection_finish(session):
