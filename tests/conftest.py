@@ -103,10 +103,10 @@ DURATIONS = Path(__file__).with_name("durations.json")  # {test id: seconds}: th
 def pytest_collection_modifyitems(config, items):
     """The longest tests first, by their measured seconds (tests/durations.json); the rest keep their order.
 
-    Two workers take tests in order, so a long test that starts late keeps one busy long after the other is done:
-    measured, the demo test (8.5 min) started at minute 7 and the tests took 19.6 min, the second worker idle for
-    the last 7 (a replay of xdist's scheduling on those timings, longest first: 16.2 min). To refresh the file, run
-    the suite with TUNEFORGE_RECORD_DURATIONS=FILE (one JSON line per test) and keep the tests of 30 s or more."""
+    Two workers take tests in order, so a long test that starts late keeps one busy long after the other is done.
+    Measured in clean-clone CI runs on 2 cores: the demo test (8.5 min) started at minute 7 and the tests took
+    19.9 min, one worker idle for the last 7; longest first, they took 16.4 min. To refresh the file, run the
+    suite with TUNEFORGE_RECORD_DURATIONS=FILE (one JSON line per test) and keep the tests of 30 s or more."""
     seconds = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
     items.sort(key=lambda item: -seconds.get(item.nodeid, 0))
 
