@@ -95,7 +95,8 @@ def train(work: Path, device: str, side: str, shape: str) -> dict:
 def equal(work: Path, device: str, shape: str) -> dict:
     """Packed rows' loss and LoRA gradients through training/varlen.py (the fused kernel on CUDA) vs the masked
     SDPA path, plain rows and shared-prefix rows, on a model of `shape` in the dtype training uses there; and
-    each path's forward+backward time (rows of ~4k tokens on CUDA)."""
+    each path's forward+backward time (rows of ~4k tokens on CUDA). Then training/fused_head.py against the
+    logits path (with peak memory), and DPO's pair rows through varlen against the masked batch."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -129,7 +130,72 @@ def equal(work: Path, device: str, shape: str) -> dict:
         out[kind] = {"rows": len(rows), "tokens": sum(r["input_ids"].shape[1] for r in rows),
                      "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss), "grad_rel_diff_max": worst,
                      "masked_fwd_bwd_s": round(ref_s, 4), "varlen_fwd_bwd_s": round(s, 4)}
+    out["fused_head"] = _fused_head_vs_logits(model, plan.build_rows(plain, capacity=4096), device)
+    out["pairs"] = _pairs_varlen_vs_masked(model, plain, device)
     return out
+
+
+def _compare(reference: tuple, got: tuple) -> dict:
+    loss, grads, seconds = got
+    worst = max(float((x - reference[1][n]).norm() / reference[1][n].norm().clamp_min(1e-30)) for n, x in grads.items())
+    return {"loss_rel_diff": abs(loss - reference[0]) / abs(reference[0]), "grad_rel_diff_max": worst,
+            "reference_s": round(reference[2], 4), "s": round(seconds, 4)}
+
+
+def _fused_head_vs_logits(model, rows, device: str) -> dict:
+    """training/fused_head.py against the logits path (varlen attention both), with each one's peak memory."""
+    import torch
+
+    from tuneforge.training import fused_head, varlen
+
+    varlen.use(model)
+    rows = [varlen.with_boundaries(r) for r in rows]
+    fused, out = fused_head.frozen_head, {}
+    for name, head in (("logits", lambda m: None), ("fused", fused)):
+        fused_head.frozen_head = head
+        _fwd_bwd(model, rows, device)
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        out[name] = _fwd_bwd(model, rows, device)
+        out[f"{name}_peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3) if device == "cuda" else None
+    fused_head.frozen_head = fused
+    return {**_compare(out["logits"], out["fused"]), "logits_peak_gb": out["logits_peak_gb"],
+            "fused_peak_gb": out["fused_peak_gb"]}
+
+
+def _pairs_varlen_vs_masked(model, examples, device: str) -> dict:
+    """DPO's pair rows through varlen attention vs the padded, masked batch: log-probabilities and gradients."""
+    import torch
+
+    from tuneforge.data.preference import EncodedPair
+    from tuneforge.training import varlen
+    from tuneforge.training.pair_rows import collate_pairs, pair_logps, stack_rows, varlen_row
+
+    pairs = [EncodedPair(e.input_ids[: len(e.input_ids) // 2], e.input_ids[len(e.input_ids) // 2 :],
+                         e.input_ids[len(e.input_ids) // 2 :][::-1]) for e in examples]
+    groups = [pairs[i : i + 4] for i in range(0, len(pairs), 4)]
+
+    def run(batch) -> tuple[float, dict, float]:
+        model.zero_grad()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            logps = pair_logps(model, batch, device)
+        (logps[:, 0] - logps[:, 1]).sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        grads = {n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None}
+        return float(logps.float().sum()), grads, time.perf_counter() - t0
+
+    model.get_base_model().set_attn_implementation("sdpa")
+    masked = stack_rows([collate_pairs(g) for g in groups])
+    run(masked)
+    reference = run(masked)
+    varlen.use(model)
+    row = varlen_row([collate_pairs(g, masked=False) for g in groups])
+    run(row)
+    return {"pairs": len(pairs), **_compare(reference, run(row))}
 
 
 def _fwd_bwd(model, rows, device: str) -> tuple[float, dict, float]:
