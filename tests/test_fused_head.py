@@ -43,12 +43,13 @@ def _assert_close(fused, usual):
     assert worst < 1e-4  # fp32 sums in another order; a wrong gradient is off by O(1)
 
 
-@pytest.mark.parametrize("chunk_rows", [1000, 3])  # one chunk; chunks of 3 positions
-def test_sft_rows_give_the_same_loss_and_gradients(tiny_model, monkeypatch, chunk_rows):
+@pytest.mark.parametrize("chunk_elements", [10**9, 3 * 64])  # one chunk; logits a row, targets 3 at a time
+def test_sft_rows_give_the_same_loss_and_gradients(tiny_model, monkeypatch, chunk_elements):
     model = _lora_model(tiny_model)
     head = model.get_base_model().lm_head
     vocab = head.weight.shape[0]
-    monkeypatch.setattr(fused_head, "CHUNK_ELEMENTS", chunk_rows * vocab)
+    assert head.weight.shape[1] == 64
+    monkeypatch.setattr(fused_head, "CHUNK_ELEMENTS", chunk_elements)
     assert fused_head.frozen_head(model) is head
     rows = plan.build_rows(_examples(0, [(9, 4), (20, 11), (3, 5), (14, 2), (30, 8)]), capacity=64)
     trained = sum(int((r["labels"] != -100).sum()) for r in rows)
@@ -67,7 +68,7 @@ def test_sft_rows_give_the_same_loss_and_gradients(tiny_model, monkeypatch, chun
 
 def test_pair_rows_give_the_same_logps_and_gradients(tiny_model, monkeypatch):
     model = _lora_model(tiny_model)
-    monkeypatch.setattr(fused_head, "CHUNK_ELEMENTS", 4 * model.get_base_model().lm_head.weight.shape[0])
+    monkeypatch.setattr(fused_head, "CHUNK_ELEMENTS", 4 * 64)  # logits a row at a time, targets 4 at a time
     pairs = _random_pairs(1, [(7, 3, 5), (12, 6, 1), (4, 9, 9), (20, 2, 4), (5, 1, 7)])
     batch = stack_rows([collate_pairs(pairs[:3]), collate_pairs(pairs[3:])])  # a kept logit predicts two tokens
 

@@ -82,18 +82,18 @@ class _TargetLogps(torch.autograd.Function):
     def forward(ctx, hidden, weight, index, target):
         ctx.dtype = hidden.dtype
         hidden = hidden.to(weight.dtype)
-        rows = max(1, CHUNK_ELEMENTS // weight.shape[0])
         need_grad = ctx.needs_input_grad[0]
         lse = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         expected = torch.empty_like(hidden) if need_grad else None  # softmax(logits) @ W, per kept position
         with torch.autocast(hidden.device.type, enabled=False):
-            for a in range(0, hidden.shape[0], rows):
-                logits = (hidden[a : a + rows] @ weight.T).float()
-                lse[a : a + rows] = torch.logsumexp(logits, dim=-1)
+            for a, b in _spans(hidden.shape[0], weight.shape[0]):
+                logits = (hidden[a:b] @ weight.T).float()
+                lse[a:b] = torch.logsumexp(logits, dim=-1)
                 if need_grad:
-                    probs = torch.exp(logits - lse[a : a + rows, None])
-                    expected[a : a + rows] = probs.to(weight.dtype) @ weight
-            chosen = (hidden[index].float() * weight[target].float()).sum(-1)
+                    expected[a:b] = torch.exp(logits - lse[a:b, None]).to(weight.dtype) @ weight
+            chosen = torch.empty(len(target), dtype=torch.float32, device=hidden.device)
+            for a, b in _spans(len(target), weight.shape[1]):
+                chosen[a:b] = (hidden[index[a:b]].float() * weight[target[a:b]].float()).sum(-1)
         if need_grad:
             ctx.save_for_backward(weight, index, target, expected)
             ctx.rows = hidden.shape[0]
@@ -102,7 +102,15 @@ class _TargetLogps(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weight, index, target, expected = ctx.saved_tensors
-        per_target = grad.float()[:, None] * (weight[target].float() - expected[index].float())
-        hidden_grad = torch.zeros(ctx.rows, weight.shape[1], dtype=torch.float32, device=grad.device)
-        hidden_grad.index_add_(0, index, per_target)
-        return hidden_grad.to(ctx.dtype), None, None, None
+        hidden_grad = torch.zeros(ctx.rows, weight.shape[1], dtype=ctx.dtype, device=grad.device)
+        for a, b in _spans(len(target), weight.shape[1]):  # d logp / d hidden = W[target] - softmax @ W
+            i = index[a:b]
+            part = grad[a:b, None].float() * (weight[target[a:b]].float() - expected[i].float())
+            hidden_grad.index_add_(0, i, part.to(ctx.dtype))
+        return hidden_grad, None, None, None
+
+
+def _spans(n: int, width: int):
+    """(start, end) of chunks of n rows of `width` elements, CHUNK_ELEMENTS at most each."""
+    rows = max(1, CHUNK_ELEMENTS // width)
+    return ((a, min(a + rows, n)) for a in range(0, n, rows))
