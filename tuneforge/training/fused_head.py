@@ -53,6 +53,8 @@ def frozen_head(model) -> nn.Linear | None:
     config = getattr(config, "text_config", config)
     if type(head) is not nn.Linear or head.bias is not None or head.weight.requires_grad:
         return None
+    if not any(m is head for m in base.children()):  # (swapped for the forward: it must be the model's own child)
+        return None
     if any(getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_TRANSFORMS):
         return None
     return head
