@@ -208,7 +208,7 @@ def stage_train(check: Check, shape: str) -> None:
             "trl_tokens_per_s": round(trl["tokens"] / trl["train_seconds"], 1),
             "ratio": round(trl["train_seconds"] / ours["train_seconds"], 2),
             "ours_peak_gb": ours["peak_gb"], "trl_peak_gb": trl["peak_gb"], "memory": ours["memory"],
-            "trl_settings": trl["settings"], "ours_loss": ours["loss"]}
+            "trl_settings": trl["settings"], "ours_settings": ours["settings"], "ours_loss": ours["loss"]}
     if checkpointed:  # TRL checkpoints by default: ours the same way, for memory compared alike
         line.update(ours_checkpointed_tokens_per_s=round(ours["tokens"] / checkpointed["train_seconds"], 1),
                     ratio_checkpointed=round(trl["train_seconds"] / checkpointed["train_seconds"], 2),

@@ -225,10 +225,12 @@ def _ours(model: str, data: Path, out: Path, device: str, **options) -> dict:
 
     cfg = TrainConfig(model=model, data=data, out=out, epochs=1, learning_rate=LR, batch_size=BATCH, lora_rank=RANK,
                       seed=SEED, checkpoint_every=10_000, **options)
-    result = train(cfg)
+    said = []
+    result = train(cfg, on_event=lambda ev: ev.kind == "message" and said.append(ev.message))
     return {"train_seconds": result.metrics["elapsed_s"], "steps": result.steps,
             "loss": result.metrics.get("train_loss"),
-            "settings": {"pack_tokens": cfg.pack_tokens, "gradient_checkpointing": cfg.gradient_checkpointing}}
+            "settings": {"pack_tokens": cfg.pack_tokens, "gradient_checkpointing": cfg.gradient_checkpointing,
+                         "paths": next((m for m in said if "attention" in m), None)}}
 
 
 def _ours_checkpointed(model: str, data: Path, out: Path, device: str) -> dict:

@@ -184,3 +184,26 @@ def test_training_with_varlen_matches_training_without(tiny_model, tmp_path, mon
     monkeypatch.setattr(varlen, "boundaries", lambda blocks, f=varlen.boundaries: used.append(1) or f(blocks))
     assert run("varlen") == pytest.approx(reference, rel=1e-5)
     assert used  # the rows did go through it
+
+
+def test_a_run_on_an_accelerator_says_which_paths_it_takes(tiny_model, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.models.loading import load_tokenizer
+    from tuneforge.training.config import TrainConfig
+    from tuneforge.training.sft import SFT
+    from tuneforge.training.trainer import compute_paths
+
+    data = write_jsonl(tmp_path / "train.jsonl", toy_rows(4))
+    model = _lora_model(tiny_model)
+    tokenizer = load_tokenizer(str(tiny_model))
+    monkeypatch.setattr(varlen, "applies", lambda model, device: True)
+    cfg = TrainConfig(model=str(tiny_model), data=data, out=tmp_path / "o", pack_tokens=256)
+    line = compute_paths(SFT(cfg, tokenizer, model, "cuda:0", True), model, cfg, "cuda:0", "bf16")
+    assert line == ("cuda:0, bf16: attention varlen (FlashAttention by example boundaries), output layer fused (no "
+                    "logits kept), gradient checkpointing off, rows of up to 256 tokens")
+    monkeypatch.setattr(varlen, "applies", lambda model, device: False)
+    full = AutoModelForCausalLM.from_pretrained(tiny_model)  # full fine-tuning: the output layer trains
+    cfg = TrainConfig(model=str(tiny_model), data=data, out=tmp_path / "o", packing=False, gradient_checkpointing=True)
+    line = compute_paths(SFT(cfg, tokenizer, full, "cuda:0", False), full, cfg, "cuda:0", "bf16")
+    assert line.endswith("attention SDPA, output layer logits, gradient checkpointing on, one example a row")

@@ -66,6 +66,18 @@ def _build_model(cfg: TrainConfig, ref: registry.ModelRef, device: str):
     return get_peft_model(model, lora)
 
 
+def compute_paths(method, model, cfg: TrainConfig, device: str, precision: str) -> str:
+    """One line: the device, precision, attention path, output layer path and checkpointing of a run."""
+    from tuneforge.training import fused_head
+
+    attention = "varlen (FlashAttention by example boundaries)" if method.varlen else "SDPA"
+    head = "fused (no logits kept)" if fused_head.frozen_head(model) is not None else "logits"
+    checkpointing = "on" if cfg.gradient_checkpointing else "off"
+    rows = f"rows of up to {method.capacity} tokens" if method.capacity else "one example a row"
+    return (f"{device}, {precision}: attention {attention}, output layer {head}, gradient checkpointing "
+            f"{checkpointing}, {rows}")
+
+
 class _Run:
     """State of one training run (kept small: the loop itself is in `train`)."""
 
@@ -112,6 +124,8 @@ def train(cfg: TrainConfig, on_event: Callback = ignore, may_write: Callable[[],
                                  and not run.ref.adapter)
     if method.train.skipped:
         run.emit("message", f"skipped {method.train.skipped} invalid rows of {cfg.data}")
+    if device != "cpu":  # what decides speed and memory on an accelerator, said once
+        run.emit("message", compute_paths(method, model, cfg, device, acc.mixed_precision))
     epochs = plan.auto_epochs(len(method.items)) if cfg.epochs == "auto" else cfg.epochs
     steps = plan.within_budget(plan.plan_steps(len(method.items), cfg.batch_size, epochs, cfg.seed), method.lengths,
                                cfg.token_budget)
